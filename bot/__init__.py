@@ -1,0 +1,1 @@
+"""Pipecat bridge and bots: the only package that imports pipecat."""

@@ -1,0 +1,144 @@
+"""What a bot sees of one live call: the embedding contract between server and bot.
+
+A bot is an async callable ``async def bot(call: Call) -> None`` (a :data:`BotRunner`).
+The server creates one :class:`Call` per media stream once the provider's ``start``
+arrived, runs the bot, and ends the call when the bot returns or raises. Pipecat bots
+reach the same object through ``bot.transport.MediaStreamTransport``; the built-in echo
+bot (:mod:`mediastream.echo`) uses it directly.
+
+Audio handed to the bot is 16-bit little-endian mono PCM at :attr:`Call.sample_rate`, in
+20 ms frames, decoded and resampled once by the session. Audio from the bot may be any
+rate and any chunk size; the session resamples, encodes, cuts 20 ms wire frames and paces
+them. Nothing the bot sends is dropped unless the bot calls :meth:`Call.clear`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from mediastream.protocols.events import CallInfo
+
+__all__ = [
+    "BotRunner",
+    "Call",
+    "CallEnded",
+    "CallEvent",
+    "DtmfPressed",
+    "InboundAudio",
+    "PlayoutStarted",
+    "PlayoutStopped",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class InboundAudio:
+    """20 ms (or less, at the very end) of the caller's audio at ``Call.sample_rate``.
+
+    ``pcm`` is int16 little-endian mono. ``filled`` is True when the session
+    synthesised this frame as silence for a true gap in the provider's sequence.
+    """
+
+    pcm: bytes
+    sample_rate: int
+    filled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfPressed:
+    """The caller pressed a key."""
+
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlayoutStarted:
+    """The caller started hearing the bot (per the playout ledger, not the socket)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlayoutStopped:
+    """The caller stopped hearing the bot: everything sent was played, or it was cut.
+
+    ``played_s`` is how much of the utterance the caller heard; ``cut`` is True when a
+    :meth:`Call.clear` ended it.
+    """
+
+    played_s: float
+    cut: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    """The stream is over (provider ``stop``, socket closed, hang-up, shutdown)."""
+
+    reason: str
+
+
+CallEvent: TypeAlias = InboundAudio | DtmfPressed | PlayoutStarted | PlayoutStopped | CallEnded
+
+
+class Call(ABC):
+    """One live call as the bot sees it. Created by the server; not for bots to build."""
+
+    #: The provider-neutral description: ids, numbers, formats, custom parameters, agent.
+    info: CallInfo
+    #: Rate of the PCM delivered by :meth:`receive` (the bot's input rate).
+    sample_rate: int
+
+    @abstractmethod
+    async def receive(self) -> CallEvent:
+        """Wait for the next event. After :class:`CallEnded` it keeps returning it."""
+
+    def __aiter__(self) -> AsyncIterator[CallEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[CallEvent]:
+        while True:
+            event = await self.receive()
+            if isinstance(event, CallEnded):
+                return
+            yield event
+
+    @abstractmethod
+    def send_audio(self, pcm: bytes, sample_rate: int) -> None:
+        """Queue bot audio (int16 LE mono, any chunk size) for paced playout. Never blocks."""
+
+    @abstractmethod
+    def end_utterance(self) -> None:
+        """Mark the end of a bot utterance: flush the resampler tail and place a mark."""
+
+    @abstractmethod
+    def clear(self) -> None:
+        """Interrupt: clear the provider's buffer, drop queued audio, resolve marks as cut."""
+
+    @abstractmethod
+    async def wait_played(self, timeout: float | None = None) -> bool:
+        """Wait until the caller has heard everything sent so far. False on timeout/end."""
+
+    @abstractmethod
+    def send_dtmf(self, digits: str) -> None:
+        """Play DTMF into the call where the provider allows it on the socket (Plivo)."""
+
+    @abstractmethod
+    async def hangup(self, reason: str = "bot") -> None:
+        """End the call now: provider REST hang-up when configured, else close with 1000.
+
+        Idempotent; a call that has already ended counts as success.
+        """
+
+    @property
+    @abstractmethod
+    def bot_speaking(self) -> bool:
+        """True while the caller is hearing bot audio (per the playout ledger)."""
+
+    @property
+    @abstractmethod
+    def ended(self) -> bool:
+        """True once the call is over."""
+
+
+#: A bot: run for the duration of one call.
+BotRunner: TypeAlias = Callable[[Call], Awaitable[None]]

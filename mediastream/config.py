@@ -1,0 +1,127 @@
+"""Configuration: one frozen dataclass, and the only place environment variables are read.
+
+Every limit has a sane default. ``Config.from_env()`` reads ``MEDIASTREAM_*`` and the
+providers' credential variables; the CLI overlays its flags with ``dataclasses.replace``.
+Embedders build a ``Config(...)`` directly and never touch the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+__all__ = ["Config", "ProviderCredentials"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCredentials:
+    """Credentials for the providers' REST APIs and for checking their signatures."""
+
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_api_base_url: str = "https://api.twilio.com"
+    telnyx_api_key: str | None = None
+    telnyx_public_key: str | None = None
+    telnyx_connection_id: str | None = None
+    telnyx_api_base_url: str = "https://api.telnyx.com"
+    plivo_auth_id: str | None = None
+    plivo_auth_token: str | None = None
+    plivo_api_base_url: str = "https://api.plivo.com"
+
+    @property
+    def any_configured(self) -> bool:
+        return bool(self.twilio_auth_token or self.telnyx_public_key or self.plivo_auth_token)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Server settings. Times are in seconds, sizes in bytes."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    #: Public base URL providers reach us at (``https://x.example``); wss URLs derive from it.
+    public_url: str | None = None
+    #: PCM rate handed to bots (Pipecat STT services want 16 kHz).
+    bot_sample_rate: int = 16000
+
+    # --- limits
+    max_calls: int = 500
+    max_message_size: int = 64 * 1024
+    max_head_size: int = 16 * 1024
+    head_timeout: float = 5.0
+    handshake_timeout: float = 5.0
+    first_message_timeout: float = 5.0
+    idle_media_timeout: float = 10.0
+    send_timeout: float = 5.0
+    drain_timeout: float = 30.0
+
+    # --- pacing and ledger
+    #: How far ahead of real time outbound audio may be sent to the provider.
+    playout_lead: float = 0.08
+    #: Outbound audio between playout marks/checkpoints.
+    mark_interval: float = 0.2
+    #: Telnyx reorder window, in 20 ms frames.
+    reorder_window: int = 3
+
+    # --- security
+    #: Bearer token for /dialout and call control; the endpoints are off without it.
+    api_token: str | None = None
+    #: Secret for per-call stream tokens; random per process when unset.
+    stream_token_secret: str | None = None
+    stream_token_ttl: float = 300.0
+    #: Trust X-Forwarded-Proto/Host (only behind a proxy you control).
+    trust_forwarded: bool = False
+    credentials: ProviderCredentials = field(default_factory=ProviderCredentials)
+
+    # --- processes
+    workers: int = 1
+
+    def with_overrides(self, **changes: Any) -> Config:
+        """A copy with the given fields changed; ``None`` values are ignored."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Build a config from ``MEDIASTREAM_<FIELD>`` and the provider variables."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "credentials":
+                continue
+            raw = env.get("MEDIASTREAM_" + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f.name, raw, f.type)
+        creds = ProviderCredentials(
+            twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
+            twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
+            twilio_api_base_url=env.get("TWILIO_API_BASE_URL") or "https://api.twilio.com",
+            telnyx_api_key=env.get("TELNYX_API_KEY") or None,
+            telnyx_public_key=env.get("TELNYX_PUBLIC_KEY") or None,
+            telnyx_connection_id=env.get("TELNYX_CONNECTION_ID") or None,
+            telnyx_api_base_url=env.get("TELNYX_API_BASE_URL") or "https://api.telnyx.com",
+            plivo_auth_id=env.get("PLIVO_AUTH_ID") or None,
+            plivo_auth_token=env.get("PLIVO_AUTH_TOKEN") or None,
+            plivo_api_base_url=env.get("PLIVO_API_BASE_URL") or "https://api.plivo.com",
+        )
+        return cls(credentials=creds, **values)
+
+
+def _convert(name: str, raw: str, annotation: object) -> Any:
+    text = str(annotation)
+    try:
+        if text.startswith("bool"):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if text.startswith("int"):
+            return int(raw)
+        if text.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"MEDIASTREAM_{name.upper()}: cannot parse {raw!r} as {text}") from None
+    return raw

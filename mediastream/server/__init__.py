@@ -1,0 +1,3 @@
+"""The asyncio server: the only place mediastream does I/O."""
+
+from __future__ import annotations

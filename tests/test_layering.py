@@ -1,0 +1,93 @@
+"""Dependencies point one way: bot -> mediastream -> audiocodecs (DESIGN.md §1).
+
+Imports are read with ``ast`` (including imports inside functions), so a lazy import
+cannot sneak past.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+OURS = {"mediastream", "audiocodecs", "bot"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def _files(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def _top(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+def test_packages_exist() -> None:
+    for package in ("mediastream", "audiocodecs", "bot", "mediastream/protocols"):
+        assert (ROOT / package / "__init__.py").is_file(), package
+
+
+@pytest.mark.parametrize("path", _files("audiocodecs"), ids=str)
+def test_audiocodecs_imports_nothing_of_ours(path: Path) -> None:
+    bad = {n for n in _imports(path) if _top(n) in OURS - {"audiocodecs"}}
+    assert not bad, f"{path} imports {bad}"
+
+
+@pytest.mark.parametrize("path", _files("audiocodecs"), ids=str)
+def test_audiocodecs_is_pure_numpy(path: Path) -> None:
+    allowed_third_party = {"numpy"}
+    import sys
+
+    bad = {
+        n
+        for n in _imports(path)
+        if _top(n) not in sys.stdlib_module_names
+        and _top(n) not in allowed_third_party
+        and _top(n) != "audiocodecs"
+    }
+    assert not bad, f"{path} imports {bad}"
+
+
+@pytest.mark.parametrize("path", _files("mediastream"), ids=str)
+def test_mediastream_never_imports_bot_or_pipecat(path: Path) -> None:
+    bad = {n for n in _imports(path) if _top(n) in {"bot", "pipecat"}}
+    assert not bad, f"{path} imports {bad}"
+
+
+@pytest.mark.parametrize("path", _files("mediastream/protocols"), ids=str)
+def test_protocols_are_sans_io(path: Path) -> None:
+    forbidden = {"asyncio", "time", "numpy", "aiohttp", "websockets", "socket", "audiocodecs"}
+    bad = {n for n in _imports(path) if _top(n) in forbidden}
+    assert not bad, f"{path} imports {bad}"
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in ROOT.rglob("*.py") if _top(str(p.relative_to(ROOT))) not in {"bot", ".venv"}
+             and "site-packages" not in p.parts and not p.relative_to(ROOT).parts[0].startswith(".")],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_only_bot_and_its_tests_import_pipecat(path: Path) -> None:
+    rel = path.relative_to(ROOT)
+    if rel.parts[0] in {"tests", "bench"}:
+        pytest.skip("tests and benchmarks may drive Pipecat directly")
+    bad = {n for n in _imports(path) if _top(n) == "pipecat"}
+    assert not bad, f"{path} imports {bad}"
+
+
+def test_the_layering_check_catches_an_upward_import(tmp_path: Path) -> None:
+    """The checker itself must see imports, including ones hidden inside functions."""
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f():\n    import bot.transport\n    from pipecat.frames import x\n")
+    assert _imports(sample) == {"bot.transport", "pipecat.frames"}
