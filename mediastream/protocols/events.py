@@ -42,6 +42,11 @@ Encoding: TypeAlias = Literal["pcmu", "pcma", "l16"]
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
+def _empty() -> Mapping[str, str]:
+    # dataclasses refuses an unhashable default (mappingproxy); share the one empty view.
+    return _EMPTY
+
+
 @dataclass(frozen=True, slots=True)
 class MediaFormat:
     """The audio format of one direction of a stream.
@@ -89,12 +94,12 @@ class CallInfo:
     account_id: str | None = None
     from_number: str | None = None
     to_number: str | None = None
-    custom_parameters: Mapping[str, str] = field(default=_EMPTY)
+    custom_parameters: Mapping[str, str] = field(default_factory=_empty)
     agent: str | None = None
     organization: str | None = None
     tracks: tuple[str, ...] = ("inbound",)
     #: Provider-specific extras worth keeping (Telnyx call_session_id, client_state, ...).
-    extra: Mapping[str, str] = field(default=_EMPTY)
+    extra: Mapping[str, str] = field(default_factory=_empty)
 
 
 # ---------------------------------------------------------------------------- events
