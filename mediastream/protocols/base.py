@@ -1,0 +1,488 @@
+"""The provider-neutral half of every media-stream protocol: one error boundary, one
+state machine, the media fast paths, and the command dispatch.
+
+A provider subclass supplies its spelling (top-level stream-id and sequence keys, the
+event names it sends and how each maps onto the state machine), how to read its
+``start`` message, which codecs it streams, and its outbound message templates.
+
+Cost per media message in (the hot path, ~50/s per call): one ``json.loads``, four dict
+reads, one strict ``binascii.a2b_base64`` and the event object. Out: one
+``binascii.b2a_base64`` and two string concatenations around a template built at
+``start`` (the stream id is JSON-escaped once). ``bench/bench_protocols.py`` measures both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from abc import ABC, abstractmethod
+from binascii import a2b_base64, b2a_base64
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from ..errors import (
+    InvalidMessageError,
+    LocalProtocolError,
+    MessageTooBigError,
+    OutOfOrderError,
+    RemoteProtocolError,
+    UnsupportedDataError,
+)
+from ._fields import as_int, obj, opt_int, opt_str, req_str
+from ._params import STREAM_AUTH_HEADER, agent_and_org, header_value, query_parameters
+from ._state import DISCARDED, Input, State, next_state
+from .events import (
+    AudioReceived,
+    CallInfo,
+    ClearAudio,
+    Command,
+    DtmfReceived,
+    Encoding,
+    Event,
+    MarkPlayed,
+    MediaFormat,
+    ProviderName,
+    SendAudio,
+    SendDtmf,
+    SendMark,
+    StreamStarted,
+    StreamStopped,
+    UnknownEventReceived,
+)
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_CHARS",
+    "DEFAULT_MAX_PAYLOAD_MS",
+    "FormatRule",
+    "MediaStreamProtocol",
+]
+
+logger = logging.getLogger("mediastream.protocols")
+
+#: Largest inbound payload accepted per message, in milliseconds of audio. Providers send
+#: 20 ms frames (protocols.md §0); one second is 50 times that.
+DEFAULT_MAX_PAYLOAD_MS = 1000
+#: Largest text frame accepted, in characters: room for a ``start`` with generous custom
+#: parameters and for a 1 s L16/16 kHz media frame (42 668 base64 characters).
+DEFAULT_MAX_MESSAGE_CHARS = 256 * 1024
+
+_DTMF_DIGITS = frozenset("0123456789*#ABCD")
+_DTMF_STRING = re.compile(r"[0-9*#A-Da-d]+")
+
+
+class FormatRule:
+    """One codec a provider may announce: our encoding name, its rates, L16 byte order."""
+
+    __slots__ = ("byteorder", "encoding", "rates")
+
+    def __init__(
+        self, encoding: Encoding, rates: frozenset[int], byteorder: str = "little"
+    ) -> None:
+        self.encoding: Encoding = encoding
+        self.rates = rates
+        self.byteorder = byteorder
+
+
+class MediaStreamProtocol(ABC):
+    """Sans-I/O protocol for one provider media stream (one WebSocket connection).
+
+    Feed every received WebSocket message to :meth:`receive` and write every string
+    :meth:`send` returns as a text frame. Nothing here reads a clock or touches a socket.
+
+    Keyword arguments (all optional):
+
+    ``query``
+        The upgrade URL's query parameters. They become custom parameters; Pipecat
+        Cloud's base64-JSON ``body`` parameter is expanded.
+    ``headers``
+        The upgrade request headers; only ``x-telnyx-streaming-auth-token`` is read
+        (exposed as :attr:`stream_auth_token`, never copied into :class:`CallInfo`).
+    ``outbound_format``
+        What to send back when it differs from what the provider sends (Telnyx
+        ``bidirectionalCodec``/``bidirectionalSamplingRate``). Default: the inbound format.
+    ``max_payload_ms``
+        Largest media payload accepted per message (default 1000 ms of the inbound
+        format); above it :class:`MessageTooBigError` (1009).
+    ``max_message_chars``
+        Largest text frame accepted (default 256 KiB of characters).
+    """
+
+    #: Name of the provider this class speaks.
+    provider: ClassVar[ProviderName]
+    #: Top-level key carrying the stream id in the provider's messages.
+    STREAM_KEY: ClassVar[str]
+    #: Top-level key carrying the message sequence number.
+    SEQUENCE_KEY: ClassVar[str]
+    #: Event name -> (kind for the state machine, name of the handler method).
+    EVENTS: ClassVar[Mapping[str, tuple[Input, str]]]
+    #: Encodings the provider may announce in ``start`` (lower-case) and their rules.
+    FORMATS: ClassVar[Mapping[str, FormatRule]]
+    #: Used when ``start`` has no media format (emulators often omit it).
+    DEFAULT_FORMAT: ClassVar[MediaFormat]
+
+    def __init__(
+        self,
+        *,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        outbound_format: MediaFormat | None = None,
+        max_payload_ms: int = DEFAULT_MAX_PAYLOAD_MS,
+        max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
+    ) -> None:
+        if max_payload_ms <= 0 or max_message_chars <= 0:
+            raise ValueError("max_payload_ms and max_message_chars must be positive")
+        self._state = State.IDLE
+        self._failure: RemoteProtocolError | None = None
+        self._call: CallInfo | None = None
+        self._stream_id: str | None = None
+        self._url_params = query_parameters(query)
+        self._auth_token = header_value(headers, STREAM_AUTH_HEADER)
+        self._outbound_override = (
+            None if outbound_format is None else self._outbound_rule(outbound_format)
+        )
+        self._max_payload_ms = max_payload_ms
+        self._max_message_chars = max_message_chars
+        self._handlers: dict[str, tuple[Input, Callable[[dict[str, Any]], list[Event]]]] = {
+            name: (kind, getattr(self, method)) for name, (kind, method) in self.EVENTS.items()
+        }
+        # Set at start: inbound format, payload bound, and the outbound media template.
+        self._in_format: MediaFormat = self.DEFAULT_FORMAT
+        self._in_l16 = False
+        self._out_l16 = False
+        self._max_payload_b64 = 0
+        self._media_prefix = ""
+        self._media_suffix = ""
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def state(self) -> State:
+        """Current :class:`~mediastream.protocols.State`."""
+        return self._state
+
+    @property
+    def call(self) -> CallInfo | None:
+        """The call description, once ``start`` has been received."""
+        return self._call
+
+    @property
+    def stream_auth_token(self) -> str | None:
+        """Telnyx stream auth token from the upgrade header or the ``connected`` frame."""
+        return self._auth_token
+
+    # --------------------------------------------------------------------- receive
+
+    def receive(self, message: str | bytes) -> list[Event]:
+        """Parse one WebSocket message into events.
+
+        Raises a :class:`~mediastream.errors.RemoteProtocolError` subclass whose message
+        names the offending field; the protocol is then ``FAILED`` and every later call
+        raises again. No other exception escapes.
+        """
+        if self._state is State.FAILED:
+            raise self._refusal()
+        try:
+            if type(message) is not str:
+                raise UnsupportedDataError(
+                    "binary frame: provider media streams are JSON text frames"
+                )
+            if len(message) > self._max_message_chars:
+                raise MessageTooBigError(
+                    f"message: {len(message)} characters exceeds {self._max_message_chars}"
+                )
+            try:
+                data = json.loads(message)
+            except ValueError as exc:  # JSONDecodeError, and int() digit limits
+                raise InvalidMessageError(f"message: invalid JSON ({exc})") from None
+            except RecursionError:
+                raise InvalidMessageError("message: JSON nested too deeply") from None
+            if type(data) is not dict:
+                raise InvalidMessageError("message: expected a JSON object")
+            event = data.get("event")
+            if event == "media" and self._state is State.STARTED:
+                return self._receive_media(data)  # the hot path skips the table
+            return self._dispatch(event, data)
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+            raise
+        except Exception as exc:
+            # A bug of ours must still look like what it is to the peer: bad input.
+            error = InvalidMessageError(f"message: unprocessable ({type(exc).__name__})")
+            self._fail(error)
+            raise error from exc
+
+    def _dispatch(self, event: Any, data: dict[str, Any]) -> list[Event]:
+        if type(event) is not str:
+            if event is None:
+                raise InvalidMessageError("event: missing")
+            raise InvalidMessageError("event: expected a string")
+        entry = self._handlers.get(event)
+        kind = Input.NOTICE if entry is None else entry[0]
+        state = self._state
+        new_state = next_state(state, kind)
+        if new_state is None:
+            raise OutOfOrderError(f"event: {event[:40]!r} is not allowed in state {state.name}")
+        if (state, kind) in DISCARDED:
+            return []
+        if entry is None:
+            logger.debug(
+                "%s call %s: unknown event %.40r", self.provider, self._call_id(), event
+            )
+            events: list[Event] = [UnknownEventReceived(event, data)]
+        else:
+            events = entry[1](data)
+        self._state = new_state
+        return events
+
+    def _fail(self, error: RemoteProtocolError) -> None:
+        self._state = State.FAILED
+        if self._failure is None:
+            self._failure = error
+
+    def _refusal(self) -> RemoteProtocolError:
+        failure = self._failure
+        cls = type(failure) if failure is not None else RemoteProtocolError
+        return cls(f"protocol failed earlier: {failure}")
+
+    def _call_id(self) -> str:
+        return self._call.call_id if self._call is not None else "-"
+
+    # ------------------------------------------------------- shared message handlers
+
+    def _check_stream(self, data: dict[str, Any]) -> None:
+        """Reject a message addressed to another stream (1007, like Twilio's 31951)."""
+        sid = data.get(self.STREAM_KEY)
+        if sid is not None and sid != self._stream_id and self._stream_id is not None:
+            raise InvalidMessageError(
+                f"{self.STREAM_KEY}: {str(sid)[:64]!r} is not this stream's "
+                f"{self._stream_id!r}"
+            )
+
+    def _sequence(self, data: dict[str, Any]) -> int | None:
+        return opt_int(data.get(self.SEQUENCE_KEY), self.SEQUENCE_KEY)
+
+    def _receive_media(self, data: dict[str, Any]) -> list[Event]:
+        media = data.get("media")
+        if type(media) is not dict:
+            raise InvalidMessageError(
+                "media: missing" if media is None else "media: expected an object"
+            )
+        sid = data.get(self.STREAM_KEY)
+        if sid is not None and sid != self._stream_id:
+            self._check_stream(data)
+        payload = media.get("payload")
+        if type(payload) is not str:
+            raise InvalidMessageError(
+                "media.payload: missing" if payload is None else "media.payload: expected a string"
+            )
+        if len(payload) > self._max_payload_b64:
+            raise MessageTooBigError(
+                f"media.payload: {len(payload)} base64 characters exceeds "
+                f"{self._max_payload_ms} ms of {self._in_format.encoding}"
+            )
+        try:
+            audio = a2b_base64(payload, strict_mode=True)
+        except ValueError:  # binascii.Error, or non-ASCII text
+            raise InvalidMessageError("media.payload: invalid base64") from None
+        if self._in_l16 and len(audio) & 1:
+            raise InvalidMessageError("media.payload: odd byte count for 16-bit L16 audio")
+        track = media.get("track", "inbound")
+        if type(track) is not str:
+            raise InvalidMessageError("media.track: expected a string")
+        return [
+            AudioReceived(
+                audio,
+                self._in_format,
+                track,
+                opt_int(data.get(self.SEQUENCE_KEY), self.SEQUENCE_KEY),
+                opt_int(media.get("chunk"), "media.chunk"),
+                opt_int(media.get("timestamp"), "media.timestamp"),
+            )
+        ]
+
+    def _receive_dtmf(self, data: dict[str, Any]) -> list[Event]:
+        self._check_stream(data)
+        dtmf = obj(data.get("dtmf"), "dtmf")
+        digit = req_str(dtmf.get("digit"), "dtmf.digit").upper()
+        if digit not in _DTMF_DIGITS:
+            raise InvalidMessageError(f"dtmf.digit: {digit[:8]!r} is not a DTMF digit")
+        return [DtmfReceived(digit, self._sequence(data))]
+
+    def _receive_mark(self, data: dict[str, Any]) -> list[Event]:
+        self._check_stream(data)
+        mark = obj(data.get("mark"), "mark")
+        return [MarkPlayed(req_str(mark.get("name"), "mark.name"), self._sequence(data))]
+
+    def _receive_stop(self, data: dict[str, Any]) -> list[Event]:
+        self._check_stream(data)
+        stop = data.get("stop")
+        reason = None
+        if type(stop) is dict:
+            reason = opt_str(stop.get("reason"), "stop.reason")
+        elif stop is not None:
+            raise InvalidMessageError("stop: expected an object")
+        return [StreamStopped(reason, self._sequence(data))]
+
+    # ---------------------------------------------------------------------- start
+
+    def _media_format(self, encoding: Any, rate: Any, channels: Any, where: str) -> MediaFormat:
+        """Validate an announced format against :attr:`FORMATS` (1003 if unsupported)."""
+        if encoding is None and rate is None:
+            return self.DEFAULT_FORMAT
+        name = req_str(encoding, f"{where}.encoding")
+        rule = self.FORMATS.get(name.split(";", 1)[0].strip().lower())
+        if rule is None:
+            raise UnsupportedDataError(
+                f"{where}.encoding: {name[:40]!r} is not supported "
+                f"(supported: {', '.join(sorted(self.FORMATS))})"
+            )
+        sample_rate = (
+            min(rule.rates) if rate is None else _positive_int(rate, f"{where}.sampleRate")
+        )
+        if sample_rate not in rule.rates:
+            raise UnsupportedDataError(
+                f"{where}: {name} at {sample_rate} Hz is not supported "
+                f"(supported: {', '.join(map(str, sorted(rule.rates)))} Hz)"
+            )
+        if channels is not None and _positive_int(channels, f"{where}.channels") != 1:
+            raise UnsupportedDataError(f"{where}.channels: only mono audio is supported")
+        return MediaFormat(rule.encoding, sample_rate, 1, rule.byteorder)  # type: ignore[arg-type]
+
+    def _outbound_rule(self, fmt: MediaFormat) -> MediaFormat:
+        """Check a server-chosen outbound format; fix the L16 byte order to the wire's."""
+        for rule in self.FORMATS.values():
+            if rule.encoding == fmt.encoding and fmt.sample_rate in self._outbound_rates(rule):
+                if fmt.channels != 1:
+                    break
+                return replace(fmt, byteorder=rule.byteorder)  # type: ignore[arg-type]
+        raise ValueError(f"{self.provider} cannot play {fmt}")
+
+    def _outbound_rates(self, rule: FormatRule) -> frozenset[int]:
+        return rule.rates
+
+    def _started(
+        self,
+        data: dict[str, Any],
+        *,
+        call_id: str,
+        stream_id: str,
+        inbound: MediaFormat,
+        account_id: str | None = None,
+        from_number: str | None = None,
+        to_number: str | None = None,
+        parameters: Mapping[str, str] | None = None,
+        tracks: tuple[str, ...] | None = None,
+        extra: Mapping[str, str] | None = None,
+    ) -> list[Event]:
+        """Record the call and prepare the hot paths; the one way into ``STARTED``."""
+        params = dict(self._url_params)
+        if parameters:
+            params.update(parameters)
+        agent, organization = agent_and_org(params)
+        outbound = self._outbound_override or inbound
+        # Providers that do not carry the numbers (Twilio, Plivo) get them from the
+        # parameters the answer document set, as Pipecat does with from_number/to_number.
+        if from_number is None:
+            from_number = params.get("from_number") or params.get("from") or None
+        if to_number is None:
+            to_number = params.get("to_number") or params.get("to") or None
+        call = CallInfo(
+            provider=self.provider,
+            call_id=call_id,
+            stream_id=stream_id,
+            inbound_format=inbound,
+            outbound_format=outbound,
+            account_id=account_id,
+            from_number=from_number,
+            to_number=to_number,
+            custom_parameters=MappingProxyType(params),
+            agent=agent,
+            organization=organization,
+            tracks=tracks or ("inbound",),
+            extra=MappingProxyType(dict(extra or {})),
+        )
+        self._call = call
+        self._stream_id = stream_id
+        self._in_format = inbound
+        self._in_l16 = inbound.encoding == "l16"
+        self._out_l16 = outbound.encoding == "l16"
+        max_bytes = inbound.frame_bytes(self._max_payload_ms)
+        self._max_payload_b64 = 4 * -(-max_bytes // 3)
+        self._media_prefix, self._media_suffix = self._media_template(call)
+        return [StreamStarted(call, self._sequence(data))]
+
+    # ------------------------------------------------------------------------ send
+
+    def send(self, command: Command) -> list[str]:
+        """The text frames that carry ``command`` to the provider.
+
+        Allowed only while ``STARTED``; otherwise (or for a command this provider cannot
+        carry, such as DTMF on Twilio) :class:`~mediastream.errors.LocalProtocolError`.
+        Empty audio gives no frame: providers must not receive an empty payload.
+        """
+        if type(command) is SendAudio and self._state is State.STARTED:
+            payload = command.payload
+            if not payload:
+                return []
+            if self._out_l16 and len(payload) & 1:
+                raise LocalProtocolError("SendAudio: odd byte count for 16-bit L16 audio")
+            return [
+                self._media_prefix
+                + b2a_base64(payload, newline=False).decode("ascii")
+                + self._media_suffix
+            ]
+        return self._send_slow(command)
+
+    def _send_slow(self, command: Command) -> list[str]:
+        if self._state is not State.STARTED:
+            raise LocalProtocolError(
+                f"cannot send {type(command).__name__} in state {self._state.name}"
+            )
+        if isinstance(command, SendAudio):
+            return self.send(SendAudio(bytes(command.payload)))
+        if isinstance(command, SendMark):
+            if type(command.name) is not str or not command.name:
+                raise LocalProtocolError("SendMark: the name must be a non-empty string")
+            return [self._mark_message(command.name)]
+        if isinstance(command, ClearAudio):
+            return [self._clear_message()]
+        if isinstance(command, SendDtmf):
+            if type(command.digits) is not str or not _DTMF_STRING.fullmatch(command.digits):
+                raise LocalProtocolError(f"SendDtmf: {command.digits!r} is not a DTMF string")
+            return [self._dtmf_message(command.digits.upper())]
+        raise LocalProtocolError(f"unknown command {command!r}")
+
+    def _dtmf_message(self, digits: str) -> str:
+        raise LocalProtocolError(
+            f"{self.provider} cannot send DTMF on the media socket (use its REST API)"
+        )
+
+    @abstractmethod
+    def _media_template(self, call: CallInfo) -> tuple[str, str]:
+        """Text before and after the base64 payload of an outbound media message."""
+
+    @abstractmethod
+    def _mark_message(self, name: str) -> str:
+        """The outbound mark (Plivo: checkpoint) message."""
+
+    @abstractmethod
+    def _clear_message(self) -> str:
+        """The outbound clear (Plivo: clearAudio) message."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._state.name} call={self._call_id()}>"
+
+
+def _positive_int(value: Any, where: str) -> int:
+    number = as_int(value, where)
+    if number <= 0:
+        raise InvalidMessageError(f"{where}: must be positive")
+    return number
+
+
+def dumps(message: dict[str, Any]) -> str:
+    """Compact JSON for the rare, non-media outbound messages."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
