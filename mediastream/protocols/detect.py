@@ -15,11 +15,11 @@ protocol then receives them again, so no event is lost. One path per provider
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import InvalidMessageError, RemoteProtocolError, UnsupportedDataError
+from ._json import parse_json
 from .base import DEFAULT_MAX_MESSAGE_CHARS, MediaStreamProtocol
 from .events import Event, MediaFormat
 from .plivo import PlivoProtocol
@@ -139,12 +139,7 @@ class ProviderDetector:
         if len(message) > self._max_chars:
             # The protocol would say MessageTooBig; before detection it is just unknown.
             raise UnsupportedDataError("message: too large for a first media-stream message")
-        try:
-            data = json.loads(message)
-        except ValueError:
-            raise InvalidMessageError("message: invalid JSON") from None
-        except RecursionError:
-            raise InvalidMessageError("message: JSON nested too deeply") from None
+        data = parse_json(message)
         if type(data) is not dict:
             raise InvalidMessageError("message: expected a JSON object")
         name = _classify(data)

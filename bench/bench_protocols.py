@@ -1,0 +1,201 @@
+"""Media messages per second through our protocols vs Pipecat 1.14's serializers.
+
+Both sides get the same documented 20 ms media message (``tests/vectors``), in one
+process, with no sockets. Pipecat's ``deserialize``/``serialize`` always include G.711
+(audioop) and, when the pipeline rate differs from 8 kHz, soxr stream resampling, so
+two comparisons are printed:
+
+* **wire only**: our ``receive``/``send`` (JSON + base64 + validation + event object),
+  codec work excluded from ours, against Pipecat's whole call at 8 kHz, where its
+  resampler is a pass-through and the only codec work left is ``audioop``. This
+  flatters Pipecat by the cost of ``audioop`` (tiny) and is the JSON+base64 share.
+* **codec included** in both, at the pipeline rate (default 8 and 16 kHz): ours adds
+  ``audiocodecs.ulaw_decode`` + ``StreamResampler`` on the way in and
+  ``StreamResampler`` + ``ulaw_encode`` on the way out.
+
+Each figure is the median over ``--reps`` repetitions of ``--n`` messages (µs per
+message); a ratio below 1 means we are faster. Target (issue 3): our receive + send of
+one media message at most 1/3 of Pipecat's serializer time.
+
+Run: ``python -m bench protocols [--n 20000] [--reps 7] [--rates 8000,16000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gc
+import json
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS = ROOT / "tests" / "vectors"
+PROVIDERS = ("twilio", "telnyx", "plivo")
+TARGET = 1 / 3
+
+
+def _codecs() -> tuple[Any, Any, Any] | None:
+    """``(ulaw_decode, ulaw_encode, StreamResampler)`` or ``None`` if not built yet."""
+    try:
+        from audiocodecs import StreamResampler, ulaw_decode, ulaw_encode
+    except ImportError:
+        try:
+            from audiocodecs.g711 import ulaw_decode, ulaw_encode
+            from audiocodecs.resample import StreamResampler
+        except ImportError:
+            return None
+    return ulaw_decode, ulaw_encode, StreamResampler
+
+
+def _vector(provider: str, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((VECTORS / provider / f"{name}.json").read_text())
+    return data
+
+
+def _time_sync(fn: Callable[[], object], n: int, reps: int) -> float:
+    """Median µs per call of ``fn`` over ``reps`` runs of ``n`` calls."""
+    samples = []
+    for _ in range(reps):
+        gc.collect()
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        samples.append((time.perf_counter() - start) / n * 1e6)
+    return statistics.median(samples)
+
+
+async def _time_async(fn: Callable[[], Awaitable[object]], n: int, reps: int) -> float:
+    samples = []
+    for _ in range(reps):
+        gc.collect()
+        start = time.perf_counter()
+        for _ in range(n):
+            await fn()
+        samples.append((time.perf_counter() - start) / n * 1e6)
+    return statistics.median(samples)
+
+
+def _ours(provider: str) -> tuple[Any, str, bytes]:
+    """A started protocol, its media message and that message's 160 μ-law bytes."""
+    from mediastream.protocols import protocol_for
+
+    protocol = protocol_for(provider)
+    for message in _vector(provider, "outbound")["messages"]:
+        protocol.receive(json.dumps(message))
+    media = next(m for m in _vector(provider, "session")["messages"] if m["event"] == "media")
+    return protocol, json.dumps(media), base64.b64decode(media["media"]["payload"])
+
+
+async def _pipecat(provider: str, stream_id: str, rate: int, media: str, pcm: bytes,
+                   n: int, reps: int) -> tuple[float, float]:
+    from pipecat.frames.frames import OutputAudioRawFrame
+    from pipecat.serializers.plivo import PlivoFrameSerializer
+    from pipecat.serializers.telnyx import TelnyxFrameSerializer
+    from pipecat.serializers.twilio import TwilioFrameSerializer
+
+    serializer: Any
+    if provider == "twilio":
+        serializer = TwilioFrameSerializer(
+            stream_id, params=TwilioFrameSerializer.InputParams(auto_hang_up=False,
+                                                                sample_rate=rate))
+    elif provider == "telnyx":
+        serializer = TelnyxFrameSerializer(
+            stream_id, "PCMU", "PCMU",
+            params=TelnyxFrameSerializer.InputParams(auto_hang_up=False, sample_rate=rate))
+    else:
+        serializer = PlivoFrameSerializer(
+            stream_id, params=PlivoFrameSerializer.InputParams(auto_hang_up=False,
+                                                               sample_rate=rate))
+    await serializer.setup(SimpleNamespace(audio_in_sample_rate=rate))
+    frame = OutputAudioRawFrame(pcm, rate, 1)
+    for _ in range(10):  # warm up; a fresh soxr stream may hold back its first chunk
+        await serializer.deserialize(media)
+        await serializer.serialize(frame)
+    assert await serializer.deserialize(media) is not None
+    assert await serializer.serialize(frame) is not None
+    receive = await _time_async(lambda: serializer.deserialize(media), n, reps)
+    send = await _time_async(lambda: serializer.serialize(frame), n, reps)
+    return receive, send
+
+
+def _row(label: str, ours: float | None, theirs: float) -> str:
+    if ours is None:
+        return f"  {label:<44} {'n/a':>9} {theirs:>10.2f} {'':>8}"
+    return f"  {label:<44} {ours:>9.2f} {theirs:>10.2f} {ours / theirs:>8.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the comparison table; return 0 if every codec-included ratio meets 1/3."""
+    parser = argparse.ArgumentParser(prog="bench protocols", description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=20000, help="messages per repetition")
+    parser.add_argument("--reps", type=int, default=7, help="repetitions (median taken)")
+    parser.add_argument("--rates", default="8000,16000", help="pipeline rates, Hz")
+    parser.add_argument("--providers", default=",".join(PROVIDERS))
+    args = parser.parse_args(argv)
+    rates = [int(r) for r in args.rates.split(",")]
+    codecs = _codecs()
+
+    from mediastream.protocols import SendAudio
+
+    print(f"python {sys.version.split()[0]}, {args.n} messages x {args.reps} reps, "
+          "median µs per 20 ms media message (lower is better)")
+    if codecs is None:
+        print("audiocodecs not importable yet: codec-included rows for ours are n/a")
+    print(f"  {'':<44} {'ours':>9} {'pipecat':>10} {'ratio':>8}")
+    verdict = True
+    for provider in args.providers.split(","):
+        protocol, media, ulaw = _ours(provider)
+        stream_id = protocol.call.stream_id
+        send_cmd = SendAudio(ulaw)
+        recv = _time_sync(lambda: protocol.receive(media), args.n, args.reps)
+        send = _time_sync(lambda: protocol.send(send_cmd), args.n, args.reps)
+        for rate in rates:
+            # 20 ms of PCM at the pipeline rate, as the bot hands it to the transport.
+            pcm = b"".join(((i * 211) % 65536 - 32768).to_bytes(2, "little", signed=True)
+                           for i in range(rate // 50))
+            p_recv, p_send = asyncio.run(
+                _pipecat(provider, stream_id, rate, media, pcm, args.n, args.reps))
+            print(f"{provider} @ pipeline {rate} Hz")
+            if rate == 8000:
+                print(_row("in : wire only (ours: no codec)", recv, p_recv))
+                print(_row("out: wire only (ours: no codec)", send, p_send))
+                print(_row("in+out wire only", recv + send, p_recv + p_send))
+            c_recv = c_send = None
+            if codecs is not None:
+                ulaw_decode, ulaw_encode, resampler_cls = codecs
+                up, down = resampler_cls(8000, rate), resampler_cls(rate, 8000)
+                import numpy as np
+
+                pcm_array = np.frombuffer(pcm, dtype=np.int16)
+
+                def codec_in() -> object:
+                    [event] = protocol.receive(media)
+                    return up.process(ulaw_decode(event.payload))
+
+                def codec_out() -> object:
+                    return protocol.send(SendAudio(ulaw_encode(down.process(pcm_array)).tobytes()))
+
+                c_recv = _time_sync(codec_in, args.n, args.reps)
+                c_send = _time_sync(codec_out, args.n, args.reps)
+            both = None if c_recv is None or c_send is None else c_recv + c_send
+            print(_row("in : codec included", c_recv, p_recv))
+            print(_row("out: codec included", c_send, p_send))
+            print(_row("in+out codec included  (target <= 0.333)", both, p_recv + p_send))
+            if both is not None:
+                verdict = verdict and both / (p_recv + p_send) <= TARGET
+        print(f"{provider}: ours {1e6 / recv:,.0f} receives/s, {1e6 / send:,.0f} sends/s "
+              "(wire only, one core)")
+    print("target met" if verdict else "target NOT met")
+    return 0 if verdict else 1
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main(sys.argv[1:]))
