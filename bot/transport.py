@@ -126,7 +126,7 @@ class MediaStreamInputTransport(BaseInputTransport):
             # make them misread every frame. Pipecat must not resample a second time,
             # so the fix is in the bot's PipelineParams, not here.
             log.warning(
-                "call %s: PipelineParams.audio_in_sample_rate=%d but the call delivers "
+                "[call %s] PipelineParams.audio_in_sample_rate=%d but the call delivers "
                 "%d Hz; set audio_in_sample_rate=transport.sample_rate",
                 self._call.info.call_id,
                 setup.audio_in_sample_rate,
@@ -194,7 +194,7 @@ class MediaStreamInputTransport(BaseInputTransport):
             return
         entry = _KEYPAD.get(digit)
         if entry is None:
-            log.info("call %s: DTMF %r has no Pipecat KeypadEntry; ignored",
+            log.info("[call %s] DTMF %r has no Pipecat KeypadEntry; ignored",
                      self._call.info.call_id, digit)
             return
         await self.push_frame(InputDTMFFrame(button=entry))
@@ -202,7 +202,7 @@ class MediaStreamInputTransport(BaseInputTransport):
     async def _call_ended(self, reason: str) -> None:
         if self._closing:
             return  # we are the ones ending it
-        log.info("call %s: call ended (%s); cancelling the pipeline", self._call.info.call_id,
+        log.info("[call %s] call ended (%s); cancelling the pipeline", self._call.info.call_id,
                  reason)
         await self._transport._client_disconnected()
         # Upstream from the first processor reaches the pipeline worker, which answers
@@ -245,7 +245,7 @@ class MediaStreamOutputTransport(BaseOutputTransport):
         for name, value in (("audio_out_mixer", params.audio_out_mixer),
                             ("audio_out_filter", params.audio_out_filter)):
             if value is not None:
-                log.warning("call %s: MediaStreamTransport ignores %s",
+                log.warning("[call %s] MediaStreamTransport ignores %s",
                             self._call.info.call_id, name)
 
     # ------------------------------------------------------------------ frames
@@ -329,7 +329,7 @@ class MediaStreamOutputTransport(BaseOutputTransport):
             self._gap_timer = None
         self._utterance_open = False
         if not self._call.ended:
-            log.debug("call %s: interruption, clearing playout", self._call.info.call_id)
+            log.debug("[call %s] interruption, clearing playout", self._call.info.call_id)
             self._call.clear()
 
     async def write_dtmf(self, frame: OutputDTMFFrame | OutputDTMFUrgentFrame) -> None:
@@ -397,12 +397,15 @@ class MediaStreamOutputTransport(BaseOutputTransport):
 
     async def _finish_call(self, reason: str) -> None:
         call = self._call
-        if not call.ended:
-            played = await call.wait_played(self._end_timeout)
-            if not played and not call.ended:
-                log.warning("call %s: playout not confirmed within %.1f s; hanging up anyway",
-                            call.info.call_id, self._end_timeout)
-        log.info("call %s: hanging up (%s)", call.info.call_id, reason)
+        if call.ended:
+            return  # the caller (or the server) already ended it
+        played = await call.wait_played(self._end_timeout)
+        if call.ended:
+            return
+        if not played:
+            log.warning("[call %s] playout not confirmed within %.1f s; hanging up anyway",
+                        call.info.call_id, self._end_timeout)
+        log.info("[call %s] hanging up (%s)", call.info.call_id, reason)
         await call.hangup(reason)
 
     async def cleanup(self) -> None:

@@ -139,7 +139,7 @@ def persona_for(info: CallInfo) -> tuple[Persona, str]:
     session_type = params.get("session_type", "general").strip().lower() or "general"
     persona = PERSONAS.get(session_type)
     if persona is None:
-        log.info("call %s: unknown session_type %r, using 'general'", info.call_id, session_type)
+        log.info("[call %s] unknown session_type %r, using 'general'", info.call_id, session_type)
         persona = PERSONAS["general"]
     prompt = persona.system_prompt
     caller = params.get("caller_id") or info.from_number

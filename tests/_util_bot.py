@@ -8,11 +8,13 @@ queued), so the transport can be driven without a server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -202,3 +204,217 @@ class MemoryCall(Call):
     @property
     def ended(self) -> bool:
         return self._ended is not None
+
+
+# --------------------------------------------------------------------- Twilio peer
+
+
+@dataclass
+class Segment:
+    """Bot audio the phone received: when it starts and stops playing, and its samples."""
+
+    start: float
+    pcm: np.ndarray  # int16 at 8 kHz
+    end: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.end = self.start + len(self.pcm) / 8000
+
+
+class TwilioPhone:
+    """A Twilio Media Streams peer (protocols.md §1) for end-to-end tests.
+
+    It sends ``connected`` and ``start``, the caller's audio as 20 ms μ-law ``media``
+    messages, ``dtmf`` and ``stop``; it plays the server's audio out in real time like
+    Twilio's jitter buffer, echoes each ``mark`` once the audio before it has played,
+    and on ``clear`` drops what has not played yet and echoes pending marks at once.
+    """
+
+    def __init__(self, url: str, **custom: str) -> None:
+        self.url = url
+        self.custom = custom
+        self.stream_sid = "MZ" + "0" * 31 + "1"
+        self.call_sid = "CA" + "0" * 31 + "1"
+        self.segments: list[Segment] = []
+        self.marks: list[tuple[str, float]] = []
+        self.clears: list[float] = []
+        self.closed: tuple[int | None, str] | None = None
+        self._seq = 0
+        self._chunk = 0
+        self._play_end = 0.0
+        self._pending_marks: list[tuple[float, str]] = []
+        self._ws: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._closed_event = asyncio.Event()
+
+    async def __aenter__(self) -> TwilioPhone:
+        from websockets.asyncio.client import connect
+
+        self._ws = await connect(self.url, max_size=2**20)
+        await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        await self._send({
+            "event": "start", "sequenceNumber": self._next_seq(), "streamSid": self.stream_sid,
+            "start": {
+                "accountSid": "AC" + "0" * 32, "streamSid": self.stream_sid,
+                "callSid": self.call_sid, "tracks": ["inbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "customParameters": self.custom,
+            },
+        })
+        self._t0 = time.monotonic()
+        self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._echo_marks())]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _next_seq(self) -> str:
+        self._seq += 1
+        return str(self._seq)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        import json
+
+        await self._ws.send(json.dumps(message))
+
+    async def send_pcm(self, pcm: np.ndarray, realtime: bool = True) -> None:
+        """Send int16 8 kHz samples as μ-law media frames, paced like a phone if ``realtime``."""
+        import base64
+
+        from audiocodecs.g711 import ulaw_encode
+
+        payload = ulaw_encode(np.asarray(pcm, dtype=np.int16)).tobytes()
+        start = time.monotonic()
+        for i in range(0, len(payload), 160):
+            if self.closed is not None:
+                return  # the server hung up: a phone stops sending
+            self._chunk += 1
+            await self._send({
+                "event": "media", "sequenceNumber": self._next_seq(), "streamSid": self.stream_sid,
+                "media": {"track": "inbound", "chunk": str(self._chunk),
+                          "timestamp": str(self._chunk * 20),
+                          "payload": base64.b64encode(payload[i:i + 160]).decode()},
+            })
+            if realtime:
+                await asyncio.sleep(max(0.0, start + (i // 160 + 1) * 0.02 - time.monotonic()))
+
+    async def send_silence(self, seconds: float) -> None:
+        await self.send_pcm(np.zeros(round(seconds * 8000), dtype=np.int16))
+
+    async def press(self, digit: str) -> None:
+        await self._send({"event": "dtmf", "sequenceNumber": self._next_seq(),
+                          "streamSid": self.stream_sid, "dtmf": {"track": "inbound_track",
+                                                                 "digit": digit}})
+
+    async def stop(self) -> None:
+        await self._send({"event": "stop", "sequenceNumber": self._next_seq(),
+                          "streamSid": self.stream_sid,
+                          "stop": {"accountSid": "AC" + "0" * 32, "callSid": self.call_sid}})
+
+    async def wait_closed(self, timeout: float) -> tuple[int | None, str]:
+        await asyncio.wait_for(self._closed_event.wait(), timeout)
+        assert self.closed is not None
+        return self.closed
+
+    # ------------------------------------------------------------------ playout
+
+    def heard(self, until: float | None = None) -> np.ndarray:
+        """Everything played (not cleared) so far, concatenated."""
+        now = time.monotonic() if until is None else until
+        parts = []
+        for s in self.segments:
+            if s.start >= now:
+                break
+            n = len(s.pcm) if s.end <= now else round((now - s.start) * 8000)
+            parts.append(s.pcm[:n])
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+
+    def audio_times(self, threshold: int = 500) -> list[tuple[float, float]]:
+        """(start, end) play times of each run of non-silent audio heard."""
+        runs: list[tuple[float, float]] = []
+        for s in self.segments:
+            loud = bool(np.abs(s.pcm.astype(np.int32)).max(initial=0) > threshold)
+            if not loud:
+                continue
+            if runs and s.start - runs[-1][1] < 0.03:
+                runs[-1] = (runs[-1][0], s.end)
+            else:
+                runs.append((s.start, s.end))
+        return runs
+
+    async def _read(self) -> None:
+        import base64
+        import json
+
+        from websockets.exceptions import ConnectionClosed
+
+        from audiocodecs.g711 import ulaw_decode
+
+        try:
+            async for raw in self._ws:
+                assert isinstance(raw, str), "Twilio requires text frames"
+                msg = json.loads(raw)
+                assert msg.get("streamSid") == self.stream_sid, msg
+                now = time.monotonic()
+                event = msg["event"]
+                if event == "media":
+                    pcm = ulaw_decode(np.frombuffer(base64.b64decode(msg["media"]["payload"]),
+                                                    dtype=np.uint8))
+                    start = max(now, self._play_end)
+                    seg = Segment(start, np.asarray(pcm, dtype=np.int16))
+                    self.segments.append(seg)
+                    self._play_end = seg.end
+                elif event == "mark":
+                    self._pending_marks.append((max(now, self._play_end), msg["mark"]["name"]))
+                    self._wake.set()
+                elif event == "clear":
+                    self.clears.append(now)
+                    kept = []
+                    for s in self.segments:
+                        if s.start >= now:
+                            continue
+                        if s.end > now:
+                            s.pcm = s.pcm[: round((now - s.start) * 8000)]
+                            s.end = now
+                        kept.append(s)
+                    self.segments = kept
+                    self._play_end = now
+                    pending, self._pending_marks = self._pending_marks, []
+                    for _, name in pending:
+                        await self._echo(name)
+                else:
+                    raise AssertionError(f"unexpected message from the server: {msg}")
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed = (self._ws.close_code, self._ws.close_reason or "")
+            self._closed_event.set()
+
+    async def _echo(self, name: str) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        self.marks.append((name, time.monotonic()))
+        with contextlib.suppress(ConnectionClosed):
+            await self._send({"event": "mark", "sequenceNumber": self._next_seq(),
+                              "streamSid": self.stream_sid, "mark": {"name": name}})
+
+    async def _echo_marks(self) -> None:
+        while True:
+            if not self._pending_marks:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            due, name = self._pending_marks[0]
+            delay = due - time.monotonic()
+            if delay > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                continue
+            self._pending_marks.pop(0)
+            await self._echo(name)
