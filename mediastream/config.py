@@ -29,10 +29,18 @@ class ProviderCredentials:
     plivo_auth_id: str | None = None
     plivo_auth_token: str | None = None
     plivo_api_base_url: str = "https://api.plivo.com"
+    #: Twilio SharedKey secret(s), comma-separated during a rotation, for webhooks that
+    #: carry ``X-Twilio-Webhooks-Signature-Settings`` (protocols.md §1.7).
+    twilio_webhook_signing_secret: str | None = None
 
     @property
     def any_configured(self) -> bool:
-        return bool(self.twilio_auth_token or self.telnyx_public_key or self.plivo_auth_token)
+        return bool(
+            self.twilio_auth_token
+            or self.twilio_webhook_signing_secret
+            or self.telnyx_public_key
+            or self.plivo_auth_token
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +81,27 @@ class Config:
     stream_token_ttl: float = 300.0
     #: Trust X-Forwarded-Proto/Host (only behind a proxy you control).
     trust_forwarded: bool = False
+    #: Authenticate provider requests (webhook signatures, stream tokens). ``None``: on
+    #: exactly when some provider's signing credential is configured.
+    require_auth: bool | None = None
+    #: Telnyx webhook replay window (telnyx-timestamp age), protocols.md §2.7.
+    telnyx_webhook_tolerance: float = 300.0
+
+    # --- control plane (mediastream.control)
+    #: TeXML ``<Stream>`` codec both ways: PCMU or PCMA (TeXML documents no L16).
+    telnyx_texml_codec: str = "PCMU"
+    #: Call Control stream codec (dial-out and Call Control answers): PCMU, PCMA or L16.
+    telnyx_call_control_codec: str = "L16"
+    telnyx_call_control_sample_rate: int = 16000
+    #: How /dialout places Telnyx calls: ``texml`` (inline TeXML) or ``call_control``.
+    telnyx_dialout_api: str = "texml"
+    #: Plivo ``<Stream contentType>``, one format for both directions (protocols.md §3.4).
+    plivo_content_type: str = "audio/x-l16;rate=16000"
+    #: Ask providers to report stream status to /<provider>/stream-status.
+    stream_status_callbacks: bool = True
+    #: Provider REST calls: per-attempt timeout and retries on 5xx/429/connection errors.
+    rest_timeout: float = 10.0
+    rest_retries: int = 3
     credentials: ProviderCredentials = field(default_factory=ProviderCredentials)
 
     # --- processes
@@ -105,6 +134,7 @@ class Config:
             plivo_auth_id=env.get("PLIVO_AUTH_ID") or None,
             plivo_auth_token=env.get("PLIVO_AUTH_TOKEN") or None,
             plivo_api_base_url=env.get("PLIVO_API_BASE_URL") or "https://api.plivo.com",
+            twilio_webhook_signing_secret=env.get("TWILIO_WEBHOOK_SIGNING_SECRET") or None,
         )
         return cls(credentials=creds, **values)
 

@@ -1,0 +1,170 @@
+"""Answer documents: TwiML, TeXML and Plivo XML that connect a call to our media socket.
+
+Built with :mod:`xml.etree.ElementTree`, which escapes ``& < > "`` and newlines in
+attributes; characters XML 1.0 cannot carry at all (most C0 controls, lone surrogates,
+U+FFFE/U+FFFF) are replaced with U+FFFD first, so any caller-supplied text yields a
+well-formed document.
+
+* Twilio (protocols.md §1.4): ``<Connect><Stream url>`` with ``<Parameter>`` children;
+  the URL carries no query string (Twilio drops it).
+* Telnyx (§2.4): the same shape plus ``bidirectionalMode="rtp"`` (the default ``mp3``
+  mode cannot carry our audio, §5.1), ``bidirectionalCodec``, ``bidirectionalSamplingRate``
+  and an inbound ``codec`` equal to the outbound one. TeXML documents PCMU, PCMA, G722,
+  OPUS and AMR-WB here, not L16 (Call Control does list L16).
+* Plivo (§3.4): ``<Stream bidirectional="true" keepCallAlive="true" contentType=...>`` with
+  the URL as element text. Parameters go in ``extraHeaders``, which Plivo limits to 512
+  bytes of ``[A-Za-z0-9]`` keys and values: entries outside that alphabet are dropped
+  from ``extraHeaders`` (a leading ``+`` of a phone number is removed first) and travel
+  in the stream URL's query string instead, which the protocol layer merges too.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+
+__all__ = [
+    "MAX_PARAMETERS",
+    "PLIVO_EXTRA_HEADERS_LIMIT",
+    "plivo_extra_headers",
+    "plivo_stream",
+    "texml_connect_stream",
+    "twiml_connect_stream",
+    "twiml_dial",
+    "xml_text",
+]
+
+#: Most custom parameters an answer document carries (the rest are dropped and logged).
+MAX_PARAMETERS = 32
+MAX_NAME_LENGTH = 64
+MAX_VALUE_LENGTH = 1024
+#: Plivo ``extraHeaders`` limit in bytes (Plivo XML reference, ``<Stream>``).
+PLIVO_EXTRA_HEADERS_LIMIT = 512
+
+_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
+# XML 1.0 §2.2 Char production, negated.
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_ALNUM = re.compile(r"[A-Za-z0-9]+")
+
+
+def xml_text(value: str) -> str:
+    """``value`` with every character XML 1.0 cannot represent replaced by U+FFFD."""
+    return _NOT_XML_CHAR.sub("\ufffd", value)
+
+
+def _serialize(root: ET.Element) -> str:
+    return _DECLARATION + ET.tostring(root, encoding="unicode")
+
+
+def _stream_with_parameters(
+    parent: ET.Element, attributes: Mapping[str, str], parameters: Mapping[str, str]
+) -> None:
+    stream = ET.SubElement(parent, "Stream", {k: xml_text(v) for k, v in attributes.items()})
+    for name, value in parameters.items():
+        ET.SubElement(stream, "Parameter", {"name": xml_text(name), "value": xml_text(value)})
+
+
+def twiml_connect_stream(
+    url: str,
+    parameters: Mapping[str, str],
+    *,
+    status_callback: str | None = None,
+    name: str | None = None,
+) -> str:
+    """TwiML connecting the call to ``url`` bidirectionally (``<Connect><Stream>``)."""
+    attributes = {"url": url}
+    if name:
+        attributes["name"] = name
+    if status_callback:
+        attributes["statusCallback"] = status_callback
+        attributes["statusCallbackMethod"] = "POST"
+    root = ET.Element("Response")
+    _stream_with_parameters(ET.SubElement(root, "Connect"), attributes, parameters)
+    return _serialize(root)
+
+
+def texml_connect_stream(
+    url: str,
+    parameters: Mapping[str, str],
+    *,
+    codec: str = "PCMU",
+    sample_rate: int = 8000,
+    status_callback: str | None = None,
+) -> str:
+    """TeXML connecting the call to ``url`` with RTP-mode bidirectional audio."""
+    attributes = {
+        "url": url,
+        "track": "inbound_track",
+        "codec": codec,
+        "bidirectionalMode": "rtp",
+        "bidirectionalCodec": codec,
+        "bidirectionalSamplingRate": str(sample_rate),
+    }
+    if status_callback:
+        attributes["statusCallback"] = status_callback
+        attributes["statusCallbackMethod"] = "POST"
+    root = ET.Element("Response")
+    _stream_with_parameters(ET.SubElement(root, "Connect"), attributes, parameters)
+    return _serialize(root)
+
+
+def plivo_stream(
+    url: str,
+    *,
+    content_type: str,
+    extra_headers: str = "",
+    status_callback: str | None = None,
+) -> str:
+    """Plivo XML streaming the call both ways to ``url`` for as long as the socket lives."""
+    attributes = {
+        "bidirectional": "true",
+        "keepCallAlive": "true",
+        "audioTrack": "inbound",
+        "contentType": content_type,
+    }
+    if extra_headers:
+        attributes["extraHeaders"] = extra_headers
+    if status_callback:
+        attributes["statusCallbackUrl"] = status_callback
+        attributes["statusCallbackMethod"] = "POST"
+    root = ET.Element("Response")
+    stream = ET.SubElement(root, "Stream", {k: xml_text(v) for k, v in attributes.items()})
+    stream.text = xml_text(url)
+    return _serialize(root)
+
+
+def plivo_extra_headers(
+    parameters: Mapping[str, str], limit: int = PLIVO_EXTRA_HEADERS_LIMIT
+) -> tuple[str, list[str]]:
+    """``(extraHeaders value, names left out)`` for ``parameters``, in their order.
+
+    Keys and values must be ``[A-Za-z0-9]+`` (a value may also be empty); a phone
+    number's leading ``+`` is removed. Entries that do not fit the alphabet or the byte
+    limit are left out, so put the important ones (the token) first.
+    """
+    pairs: list[str] = []
+    dropped: list[str] = []
+    size = 0
+    for name, value in parameters.items():
+        if value.startswith("+") and value[1:].isdigit():
+            value = value[1:]
+        if not _ALNUM.fullmatch(name) or (value and not _ALNUM.fullmatch(value)):
+            dropped.append(name)
+            continue
+        pair = f"{name}={value}"
+        extra = len(pair) + (1 if pairs else 0)
+        if size + extra > limit:
+            dropped.append(name)
+            continue
+        pairs.append(pair)
+        size += extra
+    return ",".join(pairs), dropped
+
+
+def twiml_dial(number: str) -> str:
+    """TwiML that connects the caller to ``number`` (a transfer, protocols.md §1.6)."""
+    root = ET.Element("Response")
+    dial = ET.SubElement(root, "Dial")
+    dial.text = xml_text(number)
+    return _serialize(root)

@@ -1,0 +1,90 @@
+"""Mount the control plane on the server's aiohttp application.
+
+==========================================  =============================================
+``GET|POST /twilio`` ``/telnyx`` ``/plivo``  answer documents (webhooks.py)
+``POST /<provider>/stream-status``           stream status callbacks (logged)
+``POST /dialout``                            place a call (dialout.py)
+==========================================  =============================================
+
+The server imports this package, never the reverse (DESIGN.md §1): the agent registry
+is seen only through :class:`~mediastream.control.webhooks.AgentLookup`.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..config import Config
+from .clients import ProviderClients
+from .dialout import DialoutHandler
+from .webhooks import AgentLookup, ControlHandlers
+
+__all__ = ["add_control_routes", "validate_control_config"]
+
+_TEXML_CODECS = ("PCMU", "PCMA")
+_CALL_CONTROL_CODECS = ("PCMU", "PCMA", "L16")
+_PLIVO_CONTENT_TYPES = (
+    "audio/x-mulaw;rate=8000",
+    "audio/x-l16;rate=8000",
+    "audio/x-l16;rate=16000",
+)
+
+
+def validate_control_config(config: Config) -> None:
+    """Raise ``ValueError`` naming the setting when a control option is not supported."""
+    if config.telnyx_texml_codec not in _TEXML_CODECS:
+        raise ValueError(
+            f"MEDIASTREAM_TELNYX_TEXML_CODEC={config.telnyx_texml_codec!r}: use PCMU or PCMA "
+            "(TeXML <Stream> documents no L16; use Call Control for L16)"
+        )
+    if config.telnyx_call_control_codec not in _CALL_CONTROL_CODECS:
+        raise ValueError(
+            f"MEDIASTREAM_TELNYX_CALL_CONTROL_CODEC={config.telnyx_call_control_codec!r}: "
+            "use PCMU, PCMA or L16"
+        )
+    rate = config.telnyx_call_control_sample_rate
+    if config.telnyx_call_control_codec == "L16":
+        if rate not in (8000, 16000):
+            raise ValueError(f"MEDIASTREAM_TELNYX_CALL_CONTROL_SAMPLE_RATE={rate}: 8000 or 16000")
+    elif rate != 8000:
+        raise ValueError("G.711 streams run at 8000 Hz: set TELNYX_CALL_CONTROL_SAMPLE_RATE=8000")
+    if config.telnyx_dialout_api not in ("texml", "call_control"):
+        raise ValueError(
+            f"MEDIASTREAM_TELNYX_DIALOUT_API={config.telnyx_dialout_api!r}: texml or call_control"
+        )
+    if config.plivo_content_type not in _PLIVO_CONTENT_TYPES:
+        raise ValueError(
+            f"MEDIASTREAM_PLIVO_CONTENT_TYPE={config.plivo_content_type!r}: one of "
+            + ", ".join(_PLIVO_CONTENT_TYPES)
+        )
+    if config.stream_token_ttl <= 0:
+        raise ValueError("MEDIASTREAM_STREAM_TOKEN_TTL must be positive")
+
+
+def add_control_routes(
+    app: web.Application,
+    *,
+    config: Config,
+    agents: AgentLookup | None,
+    clients: ProviderClients | None,
+) -> None:
+    """Add the answer, stream-status and dial-out routes to ``app``.
+
+    ``agents`` (the registry; ``None``: any agent name is passed on to the media
+    server) and ``clients`` (``None``: dial-out and Telnyx Call Control answer 503) are
+    used at request time. Raises ``ValueError`` for an unsupported control setting.
+    """
+    validate_control_config(config)
+    handlers = ControlHandlers(config, agents, clients)
+    dialout = DialoutHandler(config, agents, clients)
+    for provider, handler in (
+        ("twilio", handlers.twilio),
+        ("telnyx", handlers.telnyx),
+        ("plivo", handlers.plivo),
+    ):
+        app.router.add_route("GET", f"/{provider}", handler)
+        app.router.add_route("POST", f"/{provider}", handler)
+    status_path = "/{provider:twilio|telnyx|plivo}/stream-status"
+    app.router.add_route("POST", status_path, handlers.stream_status)
+    app.router.add_route("GET", status_path, handlers.stream_status)
+    app.router.add_route("POST", "/dialout", dialout)

@@ -1,0 +1,383 @@
+"""Incoming-call webhooks: verify the provider, pick the agent, answer with a document.
+
+``GET|POST /twilio``, ``/telnyx``, ``/plivo`` answer a provider's incoming-call request
+(protocols.md §1.5, §2.5, §3.5) with TwiML, TeXML or Plivo XML that connects the call to
+``wss://<public>/ws/<provider>[/<agent>]``, carrying the caller's ``from``/``to``, every
+query parameter of the webhook URL, and a stream token bound to the call id.
+
+Agent routing: ``?agent=NAME``, or Pipecat Cloud's ``?serviceHost=agent.org`` /
+``?_pipecatCloudServiceHost=agent.org``. The agent goes into the stream path, which
+every provider keeps. An agent the registry does not hold is a 404, never the default bot.
+
+``POST /telnyx`` with a JSON body is a Call Control webhook: ``call.initiated`` for an
+incoming call is answered over REST with the ``stream_*`` fields (Call Control is where
+Telnyx documents L16); other events are acknowledged. ``/<provider>/stream-status``
+receives stream status callbacks and logs them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from ..config import Config
+from ..errors import AuthenticationError
+from .auth import WebhookRequest, stream_tokens, verify_webhook
+from .clients import ControlUnavailable, ProviderClients, TelnyxStreamOptions
+from .documents import (
+    MAX_NAME_LENGTH,
+    MAX_PARAMETERS,
+    MAX_VALUE_LENGTH,
+    plivo_extra_headers,
+    plivo_stream,
+    texml_connect_stream,
+    twiml_connect_stream,
+)
+from .rest import ProviderAPIError
+from .urls import Origin, public_origin, stream_url
+
+__all__ = [
+    "DIALOUT_PARAMETER",
+    "AgentLookup",
+    "ControlHandlers",
+    "RequestRefused",
+    "resolve_agent",
+]
+
+logger = logging.getLogger("mediastream.control")
+
+#: Query parameter of a Plivo dial-out answer URL carrying the signed dial-out params.
+DIALOUT_PARAMETER = "_dialout"
+#: Largest webhook body read (providers send a few hundred bytes of form data).
+MAX_WEBHOOK_BODY = 64 * 1024
+_AGENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SERVICE_HOST_KEYS = ("_pipecatCloudServiceHost", "serviceHost")
+#: Query names never forwarded as custom parameters (ours, or carried elsewhere).
+_RESERVED = frozenset({"agent", "token", "_token", DIALOUT_PARAMETER})
+#: Webhook fields providers send (as the query of a GET webhook): not custom parameters.
+_PROVIDER_FIELDS = frozenset(
+    {
+        "AccountSid", "ApiVersion", "ApplicationSid", "CallSid", "CallSidLegacy",
+        "CallStatus", "CallToken", "Called", "Caller", "CallerId", "CallerName",
+        "CallbackSource", "ConnectionId", "Direction", "ForwardedFrom", "From", "To",
+        "ParentCallSid", "SequenceNumber", "StirVerstat", "Timestamp", "ShakenStirAttestation",
+        "ShakenStirValidated", "CallUUID", "ALegUUID", "ALegRequestUUID", "RequestUUID",
+        "BillRate", "Event", "SessionStart", "STIRAttestation", "STIRVerification",
+    }
+)
+_PROVIDER_FIELD_PREFIXES = ("From", "To", "Called", "Caller")
+_CONTENT_TYPES = {"twilio": "text/xml", "telnyx": "text/xml", "plivo": "application/xml"}
+
+
+class AgentLookup(Protocol):
+    """What the control plane needs of the agent registry: membership by name."""
+
+    def __contains__(self, name: object, /) -> bool: ...
+
+
+class RequestRefused(Exception):
+    """A webhook or API request is refused with ``status`` and a message for the client."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+def resolve_agent(query: Mapping[str, str], agents: AgentLookup | None) -> str | None:
+    """The agent a webhook names (``agent`` or ``serviceHost=agent.org``), checked.
+
+    Raises :class:`RequestRefused` 400 for a malformed name, 404 for an unknown one.
+    """
+    name: str | None = None
+    for key in _SERVICE_HOST_KEYS:
+        host = query.get(key)
+        if host:
+            name = host.partition(".")[0]
+            break
+    else:
+        name = query.get("agent") or None
+    if name is None:
+        return None
+    if not _AGENT_NAME.fullmatch(name):
+        raise RequestRefused(400, "agent names use letters, digits, '-' and '_' (at most 64)")
+    if agents is not None and name not in agents:
+        raise RequestRefused(404, f"unknown agent {name!r}: this server does not run it")
+    return name
+
+
+def forwarded_parameters(query: Mapping[str, str]) -> dict[str, str]:
+    """Query parameters of the webhook URL that become custom parameters, bounded."""
+    out: dict[str, str] = {}
+    for name, value in query.items():
+        if name in _RESERVED or name in _PROVIDER_FIELDS:
+            continue
+        if name.startswith(_PROVIDER_FIELD_PREFIXES) and name[:1].isupper():
+            continue
+        if not name or len(name) > MAX_NAME_LENGTH or len(value) > MAX_VALUE_LENGTH:
+            logger.warning("webhook parameter %.64r dropped: too long", name)
+            continue
+        if len(out) >= MAX_PARAMETERS:
+            logger.warning("webhook parameters beyond %d dropped", MAX_PARAMETERS)
+            break
+        out[name] = value
+    return out
+
+
+def _first_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        out.setdefault(name, value)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Incoming:
+    """A read and verified webhook request."""
+
+    origin: Origin
+    query: dict[str, str]
+    fields: dict[str, str]
+    body: bytes
+    is_json: bool
+
+
+class ControlHandlers:
+    """aiohttp handlers for the answer and status webhooks (mounted by routes.py)."""
+
+    def __init__(
+        self, config: Config, agents: AgentLookup | None, clients: ProviderClients | None
+    ) -> None:
+        self.config = config
+        self.agents = agents
+        self.clients = clients
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _read(self, request: web.Request, provider: str) -> _Incoming:
+        if request.content_length is not None and request.content_length > MAX_WEBHOOK_BODY:
+            raise RequestRefused(413, "webhook body too large")
+        body = await request.content.read(MAX_WEBHOOK_BODY + 1)
+        if len(body) > MAX_WEBHOOK_BODY:
+            raise RequestRefused(413, "webhook body too large")
+        origin = public_origin(
+            self.config.public_url,
+            self.config.trust_forwarded,
+            scheme=request.scheme,
+            headers=request.headers,
+            fallback_host=request.host,
+        )
+        if origin is None:
+            raise RequestRefused(400, "cannot tell the public URL: no Host header")
+        is_json = request.content_type == "application/json"
+        form: list[tuple[str, str]] = []
+        if request.method == "POST" and not is_json:
+            form = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        query_pairs = list(request.query.items())
+        webhook = WebhookRequest(
+            method=request.method,
+            urls=origin.http_urls(request.raw_path),
+            headers=request.headers,
+            body=body,
+            form=form,
+        )
+        try:
+            verify_webhook(self.config, provider, webhook)
+        except AuthenticationError as exc:
+            call_id = _call_id(provider, _first_values(form or query_pairs))
+            logger.warning(
+                "%s webhook refused call=%s from %s: %s",
+                provider, call_id or "-", request.remote, exc,
+            )
+            raise RequestRefused(403, "request authentication failed") from None
+        query = _first_values(query_pairs)
+        fields = _first_values(form) if request.method == "POST" else dict(query)
+        return _Incoming(origin, query, fields, body, is_json)
+
+    @staticmethod
+    def _refusal(exc: RequestRefused) -> web.Response:
+        return web.Response(status=exc.status, text=exc.message + "\n")
+
+    # ------------------------------------------------------------------- answers
+
+    async def twilio(self, request: web.Request) -> web.StreamResponse:
+        """Answer a Twilio incoming-call webhook with ``<Connect><Stream>`` TwiML."""
+        return await self._answer(request, "twilio")
+
+    async def telnyx(self, request: web.Request) -> web.StreamResponse:
+        """Answer a TeXML webhook, or handle a Call Control (JSON) webhook."""
+        return await self._answer(request, "telnyx")
+
+    async def plivo(self, request: web.Request) -> web.StreamResponse:
+        """Answer a Plivo answer_url request with ``<Stream>`` XML."""
+        return await self._answer(request, "plivo")
+
+    async def _answer(self, request: web.Request, provider: str) -> web.StreamResponse:
+        try:
+            incoming = await self._read(request, provider)
+            if provider == "telnyx" and incoming.is_json:
+                return await self._telnyx_call_control(incoming)
+            document = self._document(provider, incoming)
+        except RequestRefused as exc:
+            return self._refusal(exc)
+        return web.Response(
+            text=document, content_type=_CONTENT_TYPES[provider], charset="utf-8"
+        )
+
+    def _document(self, provider: str, incoming: _Incoming) -> str:
+        query, fields = incoming.query, incoming.fields
+        params: dict[str, str] = {}
+        agent: str | None
+        blob = query.get(DIALOUT_PARAMETER)
+        if blob is not None:
+            # Our own dial-out answer URL (Plivo): parameters signed by us (dialout.py).
+            try:
+                packed = stream_tokens(self.config).open_params(blob)
+            except AuthenticationError as exc:
+                logger.warning("%s dial-out answer refused: %s", provider, exc)
+                raise RequestRefused(403, "dial-out parameters do not verify") from None
+            agent = packed.pop("_agent", None) or None
+            if agent is not None:
+                agent = resolve_agent({"agent": agent}, self.agents)
+            params.update(packed)
+        else:
+            agent = resolve_agent(query, self.agents)
+        call_id = _call_id(provider, fields)
+        caller, callee = fields.get("From"), fields.get("To")
+        ordered: dict[str, str] = {}
+        if caller:
+            ordered["from"] = caller
+        if callee:
+            ordered["to"] = callee
+        ordered.update(forwarded_parameters(query))
+        ordered.update(params)
+        token = stream_tokens(self.config).issue(provider, call_id)
+        origin = incoming.origin
+        status = (
+            origin.http_url(f"/{provider}/stream-status")
+            if self.config.stream_status_callbacks
+            else None
+        )
+        logger.info(
+            "%s answer call=%s agent=%s from=%s to=%s",
+            provider, call_id or "-", agent or "-", caller or "-", callee or "-",
+        )
+        if provider == "twilio":
+            url = stream_url(origin, "twilio", agent=agent)
+            return twiml_connect_stream(
+                url, {**ordered, "_token": token}, status_callback=status
+            )
+        if provider == "telnyx":
+            url = stream_url(origin, "telnyx", agent=agent, query={"token": token})
+            return texml_connect_stream(
+                url,
+                {**ordered, "_token": token},
+                codec=self.config.telnyx_texml_codec,
+                sample_rate=8000,
+                status_callback=status,
+            )
+        url = stream_url(origin, "plivo", agent=agent, query={"token": token, **ordered})
+        extra, dropped = plivo_extra_headers({"token": token, **ordered})
+        if dropped:
+            logger.info(
+                "plivo call=%s: parameters %s not alphanumeric or over 512 bytes: sent in the "
+                "stream URL query only", call_id or "-", ", ".join(dropped),
+            )
+        return plivo_stream(
+            url,
+            content_type=self.config.plivo_content_type,
+            extra_headers=extra,
+            status_callback=status,
+        )
+
+    async def _telnyx_call_control(self, incoming: _Incoming) -> web.StreamResponse:
+        try:
+            event = json.loads(incoming.body)
+            data = event["data"]
+            event_type = str(data["event_type"])
+            payload: dict[str, Any] = data.get("payload") or {}
+        except (ValueError, KeyError, TypeError):
+            raise RequestRefused(400, "not a Telnyx Call Control event") from None
+        call_control_id = str(payload.get("call_control_id") or "")
+        if event_type != "call.initiated" or payload.get("direction") != "incoming":
+            logger.debug("telnyx event %s call=%s acknowledged", event_type, call_control_id)
+            return web.json_response({"ok": True})
+        if not call_control_id:
+            raise RequestRefused(400, "call.initiated without call_control_id")
+        if self.clients is None or not self.clients.configured("telnyx"):
+            logger.error(
+                "telnyx call=%s: Call Control webhook but no TELNYX_API_KEY to answer it",
+                call_control_id,
+            )
+            raise RequestRefused(503, "call control is not configured")
+        telnyx = self.clients.require_telnyx()
+        try:
+            agent = resolve_agent(incoming.query, self.agents)
+        except RequestRefused as exc:
+            logger.warning("telnyx call=%s refused: %s", call_control_id, exc.message)
+            await _quietly(telnyx.hangup(call_control_id), call_control_id)
+            raise
+        token = stream_tokens(self.config).issue("telnyx", call_control_id)
+        query: dict[str, str] = {"token": token}
+        for key, name in (("from", "from"), ("to", "to")):
+            value = payload.get(key)
+            if isinstance(value, str) and value:
+                query[name] = value
+        query.update(forwarded_parameters(incoming.query))
+        url = stream_url(incoming.origin, "telnyx", agent=agent, query=query)
+        options = TelnyxStreamOptions(
+            url,
+            codec=self.config.telnyx_call_control_codec,
+            sample_rate=self.config.telnyx_call_control_sample_rate,
+        )
+        try:
+            await telnyx.answer(call_control_id, stream=options)
+        except (ProviderAPIError, ControlUnavailable) as exc:
+            logger.error("telnyx call=%s: answer failed: %s", call_control_id, exc)
+            raise RequestRefused(502, "answering the call failed") from None
+        logger.info("telnyx answer (call control) call=%s agent=%s", call_control_id, agent or "-")
+        return web.json_response({"ok": True})
+
+    # -------------------------------------------------------------- stream status
+
+    async def stream_status(self, request: web.Request) -> web.StreamResponse:
+        """Log a provider's stream status callback (started, stopped, failed)."""
+        provider = request.match_info["provider"]
+        try:
+            incoming = await self._read(request, provider)
+        except RequestRefused as exc:
+            return self._refusal(exc)
+        f = incoming.fields
+        event = f.get("StreamEvent") or f.get("Event") or "-"
+        error = f.get("StreamError") or f.get("Error") or f.get("Reason")
+        log = logger.warning if error or event in ("stream-error", "DroppedStream") else logger.info
+        log(
+            "%s stream status call=%s stream=%s event=%s%s",
+            provider,
+            _call_id(provider, f) or "-",
+            f.get("StreamSid") or f.get("StreamID") or f.get("StreamId") or "-",
+            event,
+            f" error={error}" if error else "",
+        )
+        return web.Response(status=204)
+
+
+def _call_id(provider: str, fields: Mapping[str, str]) -> str | None:
+    if provider == "plivo":
+        return fields.get("CallUUID") or None
+    return fields.get("CallSid") or fields.get("CallControlId") or None
+
+
+async def _quietly(awaitable: Any, call_id: str) -> None:
+    try:
+        await awaitable
+    except (ProviderAPIError, ControlUnavailable) as exc:
+        logger.error("telnyx call=%s: hang-up after refusal failed: %s", call_id, exc)

@@ -1,0 +1,1 @@
+"""Faithful local stand-ins for the providers' REST APIs (see providers.py)."""
