@@ -1,0 +1,222 @@
+"""``mediastream call``: the simulated caller's command line.
+
+Exit status: 0 when the run met its limits, 1 when ``--max-p99-ms``/``--max-lost-ms`` were
+exceeded (or, with a limit set, any call failed to connect), 2 for bad arguments, 3 when
+no call connected at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import ssl
+import sys
+from typing import Any
+
+from .audio import ProbeConfig
+from .dialects import PROVIDERS
+from .faults import parse_fault
+from .report import RunReport, summarize
+from .runner import parse_dtmf, run_calls, stderr_progress
+
+__all__ = ["add_parser", "format_report", "main"]
+
+EXAMPLES = """\
+examples:
+  mediastream call ws://127.0.0.1:8765/ws/twilio --provider twilio --seconds 10
+  mediastream call http://127.0.0.1:8765/twilio/voice --provider twilio --calls 50 --ramp 5
+  mediastream call ws://127.0.0.1:8765/ws/plivo --provider plivo --codec l16 --rate 16000 \\
+      --json --max-p99-ms 60 --max-lost-ms 0
+  mediastream call ws://127.0.0.1:8765/ws/telnyx --provider telnyx --wav hello.wav \\
+      --record out/ --fault jitter:10 --fault reorder:0.05
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``call`` on the ``mediastream`` command line."""
+    p = subparsers.add_parser(
+        "call",
+        help="call a media-stream server as Twilio/Telnyx/Plivo would, and measure it",
+        description=(
+            "Simulated caller: speaks the provider's side of the media-stream protocol, "
+            "plays back what the server sends like the provider does, and measures the "
+            "audible round trip, lost audio, jitter and underruns."
+        ),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("url", nargs="?",
+                   help="ws(s):// stream URL, or the http(s):// incoming-call webhook")
+    p.add_argument("--webhook", metavar="URL",
+                   help="incoming-call webhook to POST first (same as an http(s) URL)")
+    p.add_argument("--provider", required=True, choices=PROVIDERS)
+    p.add_argument("--calls", type=int, default=1, metavar="N", help="concurrent calls (1)")
+    p.add_argument("--seconds", type=float, default=10.0, metavar="S",
+                   help="audio per call in seconds (10)")
+    p.add_argument("--ramp", type=float, default=0.0, metavar="S",
+                   help="spread call starts over S seconds (0)")
+    p.add_argument("--wav", metavar="FILE",
+                   help="speak this WAV instead of probe tones; measures response time")
+    p.add_argument("--codec", choices=("pcmu", "pcma", "l16"), default="pcmu")
+    p.add_argument("--rate", type=int, choices=(8000, 16000), default=8000)
+    p.add_argument("--params", nargs="+", action="extend", default=[], metavar="K=V",
+                   help="custom stream parameters (customParameters / extra_headers)")
+    p.add_argument("--dtmf", default="", metavar="D@S,...",
+                   help="press digits during the call, e.g. 1@2.0,#@3.5")
+    p.add_argument("--fault", action="append", default=[], metavar="SPEC",
+                   help="jitter:MS | reorder:P | stall:MS@T | close@T | halfopen@T "
+                        "(repeatable)")
+    p.add_argument("--secret", metavar="VALUE",
+                   help="sign webhooks/upgrades: Twilio/Plivo auth token, Telnyx base64 "
+                        "Ed25519 seed")
+    p.add_argument("--sign", action="store_true",
+                   help="sign with TWILIO_AUTH_TOKEN / PLIVO_AUTH_TOKEN from the environment")
+    p.add_argument("--json", action="store_true", help="print one JSON object for the run")
+    p.add_argument("--plot", metavar="FILE.png", help="latency CDF + per-call timeline")
+    p.add_argument("--record", metavar="DIR", help="write what each caller heard as WAV")
+    p.add_argument("--max-p99-ms", type=float, metavar="X",
+                   help="exit 1 if latency p99 exceeds X ms")
+    p.add_argument("--max-lost-ms", type=float, metavar="Y",
+                   help="exit 1 if any call lost more than Y ms of probe audio")
+    p.add_argument("--probe", default="200/500", metavar="TONE/PERIOD",
+                   help="probe tone and period in ms, multiples of 20 (200/500)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                   help="webhook/connect/handshake timeout (10)")
+    p.add_argument("--insecure", action="store_true",
+                   help="do not verify TLS certificates (self-signed test servers)")
+    p.add_argument("--seed", type=int, help="seed for fault randomness")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``mediastream call``; returns the exit status."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if bool(args.url) == bool(args.webhook):
+        print("mediastream call: give a URL or --webhook (not both)", file=sys.stderr)
+        return 2
+    url = args.webhook or args.url
+    limits: dict[str, float] = {}
+    if args.max_p99_ms is not None:
+        limits["max_p99_ms"] = args.max_p99_ms
+    if args.max_lost_ms is not None:
+        limits["max_lost_ms"] = args.max_lost_ms
+    try:
+        params = dict(_pair(p) for p in args.params)
+        faults = [parse_fault(f) for f in args.fault]
+        dtmf = parse_dtmf(args.dtmf)
+        tone, _, period = args.probe.partition("/")
+        probe = ProbeConfig(tone_ms=int(tone), period_ms=int(period or 500))
+        secret = args.secret or (_env_secret(args.provider) if args.sign else None)
+    except ValueError as exc:
+        print(f"mediastream call: {exc}", file=sys.stderr)
+        return 2
+    context = None
+    if args.insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    progress = None
+    if not args.quiet and (args.seconds + args.ramp >= 3 or args.calls > 1):
+        progress = stderr_progress()
+    try:
+        report = asyncio.run(run_calls(
+            url, provider=args.provider, calls=args.calls, seconds=args.seconds,
+            ramp=args.ramp, wav=args.wav, codec=args.codec, rate=args.rate, params=params,
+            faults=faults, dtmf=dtmf, probe=probe, record_dir=args.record, secret=secret,
+            limits=limits, progress=progress, ssl_context=context,
+            connect_timeout=args.timeout, seed=args.seed,
+        ))
+    except (ValueError, OSError) as exc:
+        print(f"mediastream call: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print(format_report(report))
+    if args.plot:
+        from .plot import PlotUnavailable, plot_report
+
+        try:
+            plot_report(report, args.plot)
+        except PlotUnavailable as exc:
+            print(f"mediastream call: {exc}", file=sys.stderr)
+            return 2
+    if report.connected == 0:
+        return 3
+    return 1 if report.violations() else 0
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"bad parameter {text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def _env_secret(provider: str) -> str:
+    from mediastream.config import Config
+
+    creds = Config.from_env().credentials
+    token = {"twilio": creds.twilio_auth_token, "plivo": creds.plivo_auth_token}.get(provider)
+    if not token:
+        raise ValueError(
+            f"--sign: no auth token for {provider} in the environment"
+            + (" (Telnyx needs --secret with the private key seed)" if provider == "telnyx" else "")
+        )
+    return token
+
+
+def _ms(summary: dict[str, float | int | None], keys: tuple[str, ...]) -> str:
+    if not summary.get("count"):
+        return "-"
+    return "  ".join(f"{k} {summary[k]:.1f}" for k in keys) + " ms"
+
+
+def format_report(report: RunReport) -> str:
+    """The human-readable summary of a run."""
+    d = report.to_dict()
+    ends = ", ".join(f"{k} {v}" for k, v in sorted(d["ends"].items()))
+    kind = "round trip" if report.latency_kind == "probe_round_trip" else "response time"
+    lat = summarize(report.latencies_ms)
+    lines = [
+        f"{d['calls']} call(s) to {d['url']} as {d['provider']}, {d['seconds']:g} s each"
+        + (f", faults: {', '.join(d['faults'])}" if d["faults"] else ""),
+        f"  connected         {d['connected']}/{d['calls']}   handshake failures "
+        f"{d['handshake_failures']}   ends: {ends}",
+        f"  latency ({kind})  {_ms(lat, ('p50', 'p95', 'p99', 'max'))}"
+        f"   n={lat['count']}  probes returned {d['probes_returned']}/{d['probes']}",
+        f"  playout queue     {_ms(d['playout_queue_ms'], ('p50', 'max'))}",
+    ]
+    if d["lost_ms_per_call"] is not None:
+        lines.append(f"  lost              {d['lost_ms_per_call']:.1f} ms/call "
+                     f"(worst call {d['lost_ms_max']:.1f} ms)")
+    jitter = "-" if d["jitter_ms"] is None else f"{d['jitter_ms']:.2f} ms"
+    lines.append(f"  jitter            {jitter}   underruns {d['underruns']} "
+                 f"({d['underrun_ms']:.1f} ms)")
+    if d["clear_to_silence_ms"]["count"]:
+        lines.append(f"  clear→silence     {_ms(d['clear_to_silence_ms'], ('p50', 'max'))}")
+    if d["marks_received"]:
+        lines.append(f"  marks             received {d['marks_received']} "
+                     f"acknowledged {d['marks_acknowledged']}")
+    lines.append(f"  protocol errors   {d['protocol_errors']}")
+    for call in report.calls:
+        if call.protocol_error_samples:
+            lines.append(f"    e.g. call {call.index}: {call.protocol_error_samples[0]}")
+            break
+    failures = [c for c in report.calls if c.failure]
+    if failures:
+        lines.append(f"    e.g. call {failures[0].index} failed: {failures[0].failure}")
+    lag = d["send_lag_ms"]
+    if lag["p50"] is not None:
+        lines.append(f"  send lag (ours)   p50 {lag['p50']:.2f}  p99 {lag['p99']:.2f}  "
+                     f"max {lag['max']:.2f} ms")
+    violations = report.violations()
+    if report.limits:
+        lines.append("  verdict           " + ("FAIL: " + "; ".join(violations)
+                                              if violations else "OK"))
+    return "\n".join(lines)
