@@ -89,10 +89,15 @@ def _info(provider: Any, call_id: str) -> CallInfo:
 @pytest.mark.asyncio
 async def test_twilio_create_call_sends_the_documented_form(env: Env) -> None:
     twiml = '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Connect><Stream url="wss://x/ws/twilio"/></Connect></Response>'
-    sid = await env.clients.require_twilio().create_call("+15551230001", "+15559870002", twiml=twiml)
+    sid = await env.clients.require_twilio().create_call(
+        "+15551230001", "+15559870002", twiml=twiml
+    )
     assert sid.startswith("CA") and env.twilio.calls[sid]["twiml"] == twiml
     request = env.twilio.last()
-    assert (request.method, request.path) == ("POST", f"/2010-04-01/Accounts/{TWILIO_SID}/Calls.json")
+    assert (request.method, request.path) == (
+        "POST",
+        f"/2010-04-01/Accounts/{TWILIO_SID}/Calls.json",
+    )
     assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert basic_credentials(request.headers["Authorization"]) == (TWILIO_SID, TWILIO_TOKEN)
     assert request.form == [("To", "+15551230001"), ("From", "+15559870002"), ("Twiml", twiml)]
@@ -101,8 +106,11 @@ async def test_twilio_create_call_sends_the_documented_form(env: Env) -> None:
 @pytest.mark.asyncio
 async def test_twilio_create_call_with_status_events_repeats_the_parameter(env: Env) -> None:
     await env.clients.require_twilio().create_call(
-        "+15551230001", "+15559870002", url="https://x.example/twilio",
-        status_callback="https://x.example/status", status_callback_events=("initiated", "completed"),
+        "+15551230001",
+        "+15559870002",
+        url="https://x.example/twilio",
+        status_callback="https://x.example/status",
+        status_callback_events=("initiated", "completed"),
         timeout=20,
     )
     form = env.twilio.last().form
@@ -113,7 +121,9 @@ async def test_twilio_create_call_with_status_events_repeats_the_parameter(env: 
 @pytest.mark.asyncio
 async def test_twilio_rejects_oversized_inline_twiml_before_sending(env: Env) -> None:
     with pytest.raises(ValueError, match="4000"):
-        await env.clients.require_twilio().create_call("+1555", "+1556", twiml="<Response>" + "x" * 4000)
+        await env.clients.require_twilio().create_call(
+            "+1555", "+1556", twiml="<Response>" + "x" * 4000
+        )
     assert env.twilio.requests == []
 
 
@@ -127,7 +137,9 @@ async def test_twilio_hangup_is_idempotent(env: Env) -> None:
     await env.clients.hangup(info)  # 400 code 21220: already over
     await env.clients.hangup(_info("twilio", "CA" + "f" * 32))  # 404 code 20404: unknown
     assert [r.path.rsplit("/", 1)[-1] for r in env.twilio.requests] == [
-        f"{sid}.json", f"{sid}.json", "CA" + "f" * 32 + ".json"
+        f"{sid}.json",
+        f"{sid}.json",
+        "CA" + "f" * 32 + ".json",
     ]
 
 
@@ -151,7 +163,9 @@ async def test_retries_5xx_then_succeeds(env: Env) -> None:
 @pytest.mark.asyncio
 async def test_retry_after_is_honoured(env: Env) -> None:
     sid = env.twilio.live_call()
-    env.twilio.script(429, {"code": 20429, "message": "Too Many Requests"}, headers={"Retry-After": "2"})
+    env.twilio.script(
+        429, {"code": 20429, "message": "Too Many Requests"}, headers={"Retry-After": "2"}
+    )
     await env.clients.hangup(_info("twilio", sid))
     assert env.sleeps == [2.0]
 
@@ -159,7 +173,9 @@ async def test_retry_after_is_honoured(env: Env) -> None:
 @pytest.mark.asyncio
 async def test_retry_after_too_long_is_not_waited_for(env: Env) -> None:
     sid = env.twilio.live_call()
-    env.twilio.script(429, {"code": 20429, "message": "Too Many Requests"}, headers={"Retry-After": "3600"})
+    env.twilio.script(
+        429, {"code": 20429, "message": "Too Many Requests"}, headers={"Retry-After": "3600"}
+    )
     with pytest.raises(ProviderAPIError) as info:
         await env.clients.hangup(_info("twilio", sid))
     assert info.value.status == 429 and env.sleeps == []
@@ -171,9 +187,11 @@ async def test_gives_up_after_bounded_retries_and_logs_the_call(
 ) -> None:
     sid = env.twilio.live_call()
     env.twilio.script(503, {"code": 20503, "message": "Service Unavailable"}, times=10)
-    with caplog.at_level(logging.WARNING, logger="mediastream.control.rest"):
-        with pytest.raises(ProviderAPIError) as info:
-            await env.clients.hangup(_info("twilio", sid))
+    with (
+        caplog.at_level(logging.WARNING, logger="mediastream.control.rest"),
+        pytest.raises(ProviderAPIError) as info,
+    ):
+        await env.clients.hangup(_info("twilio", sid))
     assert info.value.status == 503 and info.value.code == "20503" and info.value.call_id == sid
     assert len(env.twilio.requests) == 4  # 1 + 3 retries
     retry_lines = [r for r in caplog.records if "retrying" in r.getMessage()]
@@ -184,7 +202,10 @@ async def test_gives_up_after_bounded_retries_and_logs_the_call(
 async def test_client_errors_are_not_retried(env: Env) -> None:
     http = env.http
     wrong = ProviderClients(
-        http, _credentials({"twilio": env.twilio.base_url, "telnyx": "", "plivo": ""}, twilio_auth_token="nope")
+        http,
+        _credentials(
+            {"twilio": env.twilio.base_url, "telnyx": "", "plivo": ""}, twilio_auth_token="nope"
+        ),
     )
     with pytest.raises(ProviderAPIError) as info:
         await wrong.hangup(_info("twilio", env.twilio.live_call()))
@@ -196,7 +217,9 @@ async def test_client_errors_are_not_retried(env: Env) -> None:
 async def test_create_call_is_not_retried_on_500(env: Env) -> None:
     env.twilio.script(500, {"code": 20500, "message": "Internal Server Error"})
     with pytest.raises(ProviderAPIError):
-        await env.clients.require_twilio().create_call("+15551230001", "+15559870002", url="https://x/t")
+        await env.clients.require_twilio().create_call(
+            "+15551230001", "+15559870002", url="https://x/t"
+        )
     assert len(env.twilio.requests) == 1  # a 500 may mean the call was placed
 
 
@@ -204,7 +227,9 @@ async def test_create_call_is_not_retried_on_500(env: Env) -> None:
 async def test_create_call_is_retried_on_503_and_429(env: Env) -> None:
     env.twilio.script(503, {"code": 20503, "message": "busy"})
     env.twilio.script(429, {"code": 20429, "message": "slow down"})
-    sid = await env.clients.require_twilio().create_call("+15551230001", "+15559870002", url="https://x/t")
+    sid = await env.clients.require_twilio().create_call(
+        "+15551230001", "+15559870002", url="https://x/t"
+    )
     assert sid in env.twilio.calls and len(env.twilio.requests) == 3
 
 
@@ -216,7 +241,12 @@ async def test_timeouts_are_retried_then_reported(env: Env) -> None:
         sleeps.append(seconds)
 
     rest = RestClient(
-        env.http, provider="twilio", base_url=env.twilio.base_url, timeout=0.2, retries=1, sleep=sleep
+        env.http,
+        provider="twilio",
+        base_url=env.twilio.base_url,
+        timeout=0.2,
+        retries=1,
+        sleep=sleep,
     )
     env.twilio.script(200, {}, delay=1.0, times=2)
     with pytest.raises(ProviderAPIError) as info:
@@ -296,7 +326,10 @@ async def test_telnyx_actions(env: Env) -> None:
     await telnyx.start_recording(call_id)
     await telnyx.stop_recording(call_id)
     await env.clients.send_dtmf(_info("telnyx", call_id), "1w2")
-    actions = [(a, {k: v for k, v in b.items() if k != "command_id"}) for a, b in env.telnyx.calls[call_id]["commands"]]
+    actions = [
+        (a, {k: v for k, v in b.items() if k != "command_id"})
+        for a, b in env.telnyx.calls[call_id]["commands"]
+    ]
     assert actions == [
         ("transfer", {"to": "+15550001111", "from": "+15559870002"}),
         ("record_start", {"format": "mp3", "channels": "single"}),
@@ -311,18 +344,26 @@ async def test_telnyx_actions(env: Env) -> None:
 @pytest.mark.asyncio
 async def test_telnyx_dial_and_texml_call(env: Env) -> None:
     telnyx = env.clients.require_telnyx()
-    options = TelnyxStreamOptions("wss://x.example/ws/telnyx?token=abc", codec="L16", sample_rate=16000)
+    options = TelnyxStreamOptions(
+        "wss://x.example/ws/telnyx?token=abc", codec="L16", sample_rate=16000
+    )
     call_id = await telnyx.dial("+15551230001", "+15559870002", stream=options)
     body = env.telnyx.last().json
     assert env.telnyx.last().path == "/v2/calls"
     assert body == {
-        "connection_id": TELNYX_APP, "to": "+15551230001", "from": "+15559870002",
-        "stream_url": "wss://x.example/ws/telnyx?token=abc", "stream_track": "inbound_track",
-        "stream_codec": "L16", "stream_bidirectional_mode": "rtp", "stream_bidirectional_codec": "L16",
-        "stream_bidirectional_sampling_rate": 16000, "stream_bidirectional_target_legs": "self",
+        "connection_id": TELNYX_APP,
+        "to": "+15551230001",
+        "from": "+15559870002",
+        "stream_url": "wss://x.example/ws/telnyx?token=abc",
+        "stream_track": "inbound_track",
+        "stream_codec": "L16",
+        "stream_bidirectional_mode": "rtp",
+        "stream_bidirectional_codec": "L16",
+        "stream_bidirectional_sampling_rate": 16000,
+        "stream_bidirectional_target_legs": "self",
     }
     assert env.telnyx.calls[call_id]["alive"]
-    texml = "<Response><Connect><Stream url=\"wss://x/ws/telnyx\"/></Connect></Response>"
+    texml = '<Response><Connect><Stream url="wss://x/ws/telnyx"/></Connect></Response>'
     sid = await telnyx.create_texml_call("+15551230001", "+15559870002", texml=texml)
     assert env.telnyx.last().path == f"/v2/texml/calls/{TELNYX_APP}"
     assert env.telnyx.last().json == {"From": "+15559870002", "To": "+15551230001", "Texml": texml}
@@ -336,7 +377,9 @@ async def test_telnyx_dial_and_texml_call(env: Env) -> None:
 async def test_telnyx_without_connection_id(env: Env) -> None:
     clients = ProviderClients(
         env.http,
-        _credentials({"twilio": "", "telnyx": env.telnyx.base_url, "plivo": ""}, telnyx_connection_id=None),
+        _credentials(
+            {"twilio": "", "telnyx": env.telnyx.base_url, "plivo": ""}, telnyx_connection_id=None
+        ),
     )
     with pytest.raises(ControlUnavailable, match="TELNYX_CONNECTION_ID"):
         await clients.require_telnyx().create_texml_call("+1555", "+1556", texml="<Response/>")
@@ -354,8 +397,10 @@ async def test_plivo_create_call(env: Env) -> None:
     assert (request.method, request.path) == ("POST", f"/v1/Account/{PLIVO_ID}/Call/")
     assert basic_credentials(request.headers["Authorization"]) == (PLIVO_ID, PLIVO_TOKEN)
     assert request.json == {
-        "from": "15559870002", "to": "15551230001",
-        "answer_url": "https://x.example/plivo?_dialout=abc", "answer_method": "POST",
+        "from": "15559870002",
+        "to": "15551230001",
+        "answer_url": "https://x.example/plivo?_dialout=abc",
+        "answer_method": "POST",
     }
     assert request_uuid in env.plivo.requests_pending
     await env.clients.require_plivo().cancel(request_uuid)
@@ -368,7 +413,11 @@ async def test_plivo_hangup_is_idempotent(env: Env) -> None:
     call_id = env.plivo.live_call()
     await env.clients.hangup(_info("plivo", call_id))
     request = env.plivo.last()
-    assert (request.method, request.path, request.body) == ("DELETE", f"/v1/Account/{PLIVO_ID}/Call/{call_id}/", b"")
+    assert (request.method, request.path, request.body) == (
+        "DELETE",
+        f"/v1/Account/{PLIVO_ID}/Call/{call_id}/",
+        b"",
+    )
     assert not env.plivo.calls[call_id]["alive"]
     await env.clients.hangup(_info("plivo", call_id))  # 404
 
@@ -382,9 +431,16 @@ async def test_plivo_actions(env: Env) -> None:
     recording = await plivo.start_recording(call_id, time_limit=60)
     await plivo.stop_recording(call_id)
     assert recording
-    assert [a for a, _ in env.plivo.calls[call_id]["actions"]] == ["transfer", "dtmf", "record", "record_stop"]
+    assert [a for a, _ in env.plivo.calls[call_id]["actions"]] == [
+        "transfer",
+        "dtmf",
+        "record",
+        "record_stop",
+    ]
     assert env.plivo.calls[call_id]["actions"][0][1] == {
-        "legs": "aleg", "aleg_url": "https://x.example/plivo/next", "aleg_method": "POST"
+        "legs": "aleg",
+        "aleg_url": "https://x.example/plivo/next",
+        "aleg_method": "POST",
     }
     assert [r.path for r in env.plivo.requests] == [
         f"/v1/Account/{PLIVO_ID}/Call/{call_id}/",
@@ -401,7 +457,11 @@ async def test_plivo_actions(env: Env) -> None:
 async def test_missing_credentials_say_what_to_set() -> None:
     async with aiohttp.ClientSession() as http:
         clients = ProviderClients(http, ProviderCredentials())
-        for provider, variable in (("twilio", "TWILIO_AUTH_TOKEN"), ("telnyx", "TELNYX_API_KEY"), ("plivo", "PLIVO_AUTH_TOKEN")):
+        for provider, variable in (
+            ("twilio", "TWILIO_AUTH_TOKEN"),
+            ("telnyx", "TELNYX_API_KEY"),
+            ("plivo", "PLIVO_AUTH_TOKEN"),
+        ):
             assert not clients.configured(provider)
             with pytest.raises(ControlUnavailable, match=variable):
                 await clients.hangup(_info(provider, "x"))
@@ -414,7 +474,9 @@ async def test_create_call_dispatch(env: Env) -> None:
     assert sid in env.twilio.calls
     cid = await env.clients.create_call("telnyx", "+15551230001", "+15559870002", document=doc)
     assert cid in env.telnyx.calls
-    rid = await env.clients.create_call("plivo", "15551230001", "15559870002", answer_url="https://x/plivo")
+    rid = await env.clients.create_call(
+        "plivo", "15551230001", "15559870002", answer_url="https://x/plivo"
+    )
     assert rid in env.plivo.requests_pending
     with pytest.raises(ValueError):
         await env.clients.create_call("plivo", "1", "2", document=doc)

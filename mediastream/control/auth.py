@@ -3,15 +3,17 @@
 Secure by default: when any provider signing credential is configured
 (``TWILIO_AUTH_TOKEN``, ``TWILIO_WEBHOOK_SIGNING_SECRET``, ``TELNYX_PUBLIC_KEY``,
 ``PLIVO_AUTH_TOKEN``), or ``MEDIASTREAM_REQUIRE_AUTH=true``, every provider request is
-authenticated and a provider whose credential is missing is refused outright. With none
-configured nothing is checked, and :func:`auth_warnings` says so loudly at start-up.
+authenticated: webhooks of a provider whose signing credential is missing are refused,
+and every media stream needs a stream token we issued (an answer document or a dial-out
+of ours), whatever the provider. With none configured nothing is checked, and
+:func:`auth_warnings` says so loudly at start-up.
 
 =====================  ===============================================  ==============
 request                check                                            on failure
 =====================  ===============================================  ==============
 answer / status hooks  provider signature (signatures.py)               HTTP 403
 media upgrade          Twilio: X-Twilio-Signature over the wss URL;     HTTP 403
-                       Telnyx/Plivo: ``?token=`` when present
+                       ``?token=`` (or header) when present
 stream ``start``       stream token (tokens.py) bound to the call id,   close 1008
                        single use
 =====================  ===============================================  ==============
@@ -142,7 +144,7 @@ def auth_warnings(config: Config) -> list[str]:
                 provider == "telnyx" and c.telnyx_public_key
             ):
                 warnings.append(
-                    f"{provider} requests will be refused: {names[provider]} is not set while "
+                    f"{provider} webhooks will be refused: {names[provider]} is not set while "
                     "request authentication is on"
                 )
         _secret, shared = token_secret(config.stream_token_secret, _credential_secrets(config))
@@ -282,7 +284,8 @@ def check_media_upgrade(
     case), ``public_url`` the server's idea of its public base URL when
     ``config.public_url`` is unset (else ``None``: derived from the headers).
 
-    * Twilio: ``X-Twilio-Signature`` must sign the ``wss://`` URL with no parameters.
+    * Twilio (when its credentials are configured): ``X-Twilio-Signature`` must sign the
+      ``wss://`` URL with no parameters.
     * Telnyx, Plivo (and provider-less ``/ws``): a token in ``?token=``,
       ``x-telnyx-streaming-auth-token`` or ``Authorization: Bearer`` must be one we
       issued, unexpired and unused. Without one the upgrade proceeds and
@@ -292,11 +295,7 @@ def check_media_upgrade(
         return
     raw_path, _, raw_query = path.partition("?")
     provider = _provider_of(raw_path)
-    if provider is not None and not provider_can_verify(config, provider):
-        raise AuthenticationError(
-            f"{provider}: media refused: its signing credential is not configured"
-        )
-    if provider == "twilio":
+    if provider == "twilio" and provider_can_verify(config, "twilio"):
         if not raw_query and query:
             raw_query = urlencode(list(query.items()))
         target = raw_path + ("?" + raw_query if raw_query else "")
@@ -334,10 +333,6 @@ def check_stream_start(
     """
     if not auth_enabled(config):
         return
-    if not provider_can_verify(config, call.provider):
-        raise AuthenticationError(
-            f"{call.provider} call {call.call_id}: its signing credential is not configured"
-        )
     token = _upgrade_token(query or {}, headers or {})
     if token is None:
         for name in STREAM_TOKEN_PARAMETERS:

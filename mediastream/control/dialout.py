@@ -140,7 +140,8 @@ class DialoutHandler:
         self.agents = agents
         self.clients = clients
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Place the call the request describes (see the module docstring)."""
         try:
             self._authorize(request)
             body = await self._json(request)

@@ -87,4 +87,4 @@ def add_control_routes(
     status_path = "/{provider:twilio|telnyx|plivo}/stream-status"
     app.router.add_route("POST", status_path, handlers.stream_status)
     app.router.add_route("GET", status_path, handlers.stream_status)
-    app.router.add_route("POST", "/dialout", dialout)
+    app.router.add_route("POST", "/dialout", dialout.handle)

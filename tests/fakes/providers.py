@@ -122,7 +122,9 @@ class FakeAPI:
                 await asyncio.sleep(scripted.delay)
             if scripted.body is None:
                 return web.Response(status=scripted.status, headers=scripted.headers)
-            return web.json_response(scripted.body, status=scripted.status, headers=scripted.headers)
+            return web.json_response(
+                scripted.body, status=scripted.status, headers=scripted.headers
+            )
         return await handler(request)
 
     def last(self) -> Recorded:
@@ -137,7 +139,9 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
     if scheme.lower() != "basic":
         return None
     try:
-        login, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        login, sep, password = (
+            base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        )
     except (ValueError, UnicodeDecodeError):
         return None
     return (login, password) if sep else None
@@ -194,7 +198,9 @@ class FakeTwilio(FakeAPI):
             status=status,
         )
 
-    async def _check(self, request: web.Request) -> tuple[dict[str, list[str]], web.Response | None]:
+    async def _check(
+        self, request: web.Request
+    ) -> tuple[dict[str, list[str]], web.Response | None]:
         if _basic_auth(request) != (self.account_sid, self.auth_token):
             return {}, self._error(401, 20003, "Authenticate")
         if request.match_info["account"] != self.account_sid:
@@ -257,7 +263,9 @@ class FakeTwilio(FakeAPI):
         sid = request.match_info["call"]
         call = self.calls.get(sid)
         if call is None:
-            return self._error(404, 20404, f"The requested resource /Calls/{sid}.json was not found")
+            return self._error(
+                404, 20404, f"The requested resource /Calls/{sid}.json was not found"
+            )
         status = form.get("Status", [None])[0]
         if status not in (None, "completed", "canceled"):
             return self._error(400, 21218, "Invalid Status: use completed or canceled")
@@ -291,7 +299,12 @@ class FakeTwilio(FakeAPI):
         rec = "RE" + uuid.uuid4().hex
         call["recordings"][rec] = "in-progress"
         return web.json_response(
-            {"sid": rec, "call_sid": sid, "status": "in-progress", "channels": 2 if channels == "dual" else 1},
+            {
+                "sid": rec,
+                "call_sid": sid,
+                "status": "in-progress",
+                "channels": 2 if channels == "dual" else 1,
+            },
             status=201,
         )
 
@@ -369,7 +382,11 @@ class FakeTelnyx(FakeAPI):
             return None
         if not isinstance(url, str) or not url.startswith(("wss://", "ws://")):
             return self._error(422, "10015", "stream_url must be a WebSocket URL")
-        if body.get("stream_track", "inbound_track") not in ("inbound_track", "outbound_track", "both_tracks"):
+        if body.get("stream_track", "inbound_track") not in (
+            "inbound_track",
+            "outbound_track",
+            "both_tracks",
+        ):
             return self._error(422, "10015", "Invalid stream_track")
         if body.get("stream_bidirectional_mode", "mp3") not in ("mp3", "rtp"):
             return self._error(422, "10015", "Invalid stream_bidirectional_mode")
@@ -379,7 +396,11 @@ class FakeTelnyx(FakeAPI):
         rate = body.get("stream_bidirectional_sampling_rate", 8000)
         if rate not in (8000, 16000, 22050, 24000, 48000):
             return self._error(422, "10015", "Invalid stream_bidirectional_sampling_rate")
-        if body.get("stream_bidirectional_target_legs", "opposite") not in ("both", "self", "opposite"):
+        if body.get("stream_bidirectional_target_legs", "opposite") not in (
+            "both",
+            "self",
+            "opposite",
+        ):
             return self._error(422, "10015", "Invalid stream_bidirectional_target_legs")
         return None
 
@@ -397,7 +418,11 @@ class FakeTelnyx(FakeAPI):
             return error
         call_id = "v3:" + uuid.uuid4().hex
         self.calls[call_id] = {
-            "alive": True, "state": "dialing", "stream": body, "commands": [], "command_ids": set(),
+            "alive": True,
+            "state": "dialing",
+            "stream": body,
+            "commands": [],
+            "command_ids": set(),
         }
         return web.json_response(
             {
@@ -426,7 +451,11 @@ class FakeTelnyx(FakeAPI):
             return self._error(422, "10015", "Texml is not well-formed XML")
         call_id = "v3:" + uuid.uuid4().hex
         self.calls[call_id] = {
-            "alive": True, "state": "queued", "texml": texml, "commands": [], "command_ids": set(),
+            "alive": True,
+            "state": "queued",
+            "texml": texml,
+            "commands": [],
+            "command_ids": set(),
         }
         return web.json_response(
             {"call_sid": call_id, "from": body["From"], "to": body["To"], "status": "queued"}
@@ -442,7 +471,9 @@ class FakeTelnyx(FakeAPI):
             return self._error(404, "10005", "Resource not found", "Call not found")
         if not call["alive"]:
             return self._error(
-                422, "90018", "Call has already ended",
+                422,
+                "90018",
+                "Call has already ended",
                 "This call is no longer active and can't receive commands.",
             )
         command_id = body.get("command_id")
@@ -460,10 +491,15 @@ class FakeTelnyx(FakeAPI):
             if not body.get("to"):
                 return self._error(422, "10015", "to is required")
         elif action == "send_dtmf":
-            if not isinstance(body.get("digits"), str) or not _TELNYX_DTMF.fullmatch(body["digits"]):
+            if not isinstance(body.get("digits"), str) or not _TELNYX_DTMF.fullmatch(
+                body["digits"]
+            ):
                 return self._error(422, "10015", "Invalid digits")
         elif action == "record_start":
-            if body.get("format") not in ("wav", "mp3") or body.get("channels") not in ("single", "dual"):
+            if body.get("format") not in ("wav", "mp3") or body.get("channels") not in (
+                "single",
+                "dual",
+            ):
                 return self._error(422, "10015", "format and channels are required")
         elif action != "record_stop":
             return self._error(404, "10005", "Resource not found")
@@ -580,7 +616,9 @@ class FakePlivo(FakeAPI):
         if legs in ("aleg", "both") and not body.get("aleg_url"):
             return self._error(400, "aleg_url is required")
         call["actions"].append(("transfer", body))
-        return web.json_response({"api_id": str(uuid.uuid4()), "message": "call transferred"}, status=202)
+        return web.json_response(
+            {"api_id": str(uuid.uuid4()), "message": "call transferred"}, status=202
+        )
 
     async def _dtmf(self, request: web.Request) -> web.Response:
         body, error = await self._check(request)
@@ -589,12 +627,16 @@ class FakePlivo(FakeAPI):
         call = self._live(request)
         if call is None:
             return self._error(404, "not found")
-        if not isinstance(body.get("digits"), str) or not re.fullmatch(r"[0-9*#wW]+", body["digits"]):
+        if not isinstance(body.get("digits"), str) or not re.fullmatch(
+            r"[0-9*#wW]+", body["digits"]
+        ):
             return self._error(400, "invalid digits")
         if body.get("leg", "aleg") not in ("aleg", "bleg"):
             return self._error(400, "leg must be aleg or bleg")
         call["actions"].append(("dtmf", body))
-        return web.json_response({"api_id": str(uuid.uuid4()), "message": "digits sent"}, status=202)
+        return web.json_response(
+            {"api_id": str(uuid.uuid4()), "message": "digits sent"}, status=202
+        )
 
     async def _record(self, request: web.Request) -> web.Response:
         body, error = await self._check(request)
