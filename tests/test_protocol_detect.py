@@ -11,6 +11,7 @@ from _util_protocols import event_json, load, new_protocol, options, to_wire, ve
 
 from mediastream import errors
 from mediastream.protocols import (
+    MediaFormat,
     PlivoProtocol,
     ProviderDetector,
     State,
@@ -28,7 +29,10 @@ def test_each_documented_session_is_detected_without_losing_events(
     provider: str, path: Path
 ) -> None:
     vector = load(path)
-    detector = ProviderDetector(**options(vector))
+    opts = options(vector)
+    if "outbound_format" in opts:
+        opts["outbound_formats"] = {provider: opts.pop("outbound_format")}
+    detector = ProviderDetector(**opts)
     seen = []
     for index, message in enumerate(vector["messages"]):
         events = detector.receive(to_wire(message))
@@ -108,3 +112,18 @@ def test_a_detected_start_with_bad_fields_fails_the_protocol() -> None:
     assert detector.protocol is not None and detector.protocol.state is State.FAILED
     with pytest.raises(errors.InvalidMessageError):
         detector.receive('{"event": "stop"}')
+
+
+def test_outbound_formats_are_per_provider_and_checked_up_front() -> None:
+    with pytest.raises(ValueError, match="twilio"):
+        ProviderDetector(outbound_formats={"twilio": MediaFormat("l16", 16000)})
+    with pytest.raises(TypeError, match="outbound_formats"):
+        ProviderDetector(outbound_format=MediaFormat("pcmu", 8000))
+    vector = load(Path(__file__).parent / "vectors" / "telnyx" / "session.json")
+    detector = ProviderDetector(outbound_formats={"telnyx": MediaFormat("l16", 16000),
+                                                  "plivo": MediaFormat("l16", 8000)})
+    for message in vector["messages"][:2]:
+        detector.receive(to_wire(message))
+    assert detector.protocol is not None and detector.protocol.call is not None
+    assert detector.protocol.call.outbound_format == MediaFormat("l16", 16000, 1, "big")
+    assert detector.protocol.call.inbound_format == MediaFormat("pcmu", 8000)

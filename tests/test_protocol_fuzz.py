@@ -6,6 +6,7 @@ Example counts are modest by default; ``MEDIASTREAM_FUZZ=1`` (``make fuzz``) rai
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -243,3 +244,48 @@ def test_property_fast_json_parse_agrees_on_random_text(text: str) -> None:
             parse_json(text)
         return
     assert json.dumps(parse_json(text)) == json.dumps(expected)
+
+
+# ------------------------------------------------------------------ outbound round trips
+
+#: The documented outbound media shape per provider, payload left out (protocols.md §1.3,
+#: §2.3, §3.3).
+MEDIA_SHAPES = {
+    "twilio": lambda sid: {"event": "media", "streamSid": sid, "media": {}},
+    "telnyx": lambda sid: {"event": "media", "media": {}},
+    "plivo": lambda sid: {"event": "playAudio", "streamId": sid,
+                          "media": {"contentType": "audio/x-mulaw", "sampleRate": 8000}},
+}
+
+
+def _started_with_stream_id(provider: str, stream_id: str) -> MediaStreamProtocol:
+    protocol = protocol_for(provider)
+    for message in _session_messages(provider):
+        message = copy.deepcopy(message)
+        for key in ("streamSid", "stream_id", "streamId"):
+            if key in message:
+                message[key] = stream_id
+            if isinstance(message.get("start"), dict) and key in message["start"]:
+                message["start"][key] = stream_id
+        protocol.receive(json.dumps(message))
+        if protocol.state is State.STARTED:
+            return protocol
+    raise AssertionError("session vector never started")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@FUZZ_SETTINGS
+@given(stream_id=st.text(min_size=1, max_size=40), payload=st.binary(min_size=1, max_size=2000),
+       name=st.text(min_size=1, max_size=40))
+def test_property_outbound_frames_parse_as_documented(
+    provider: str, stream_id: str, payload: bytes, name: str
+) -> None:
+    protocol = _started_with_stream_id(provider, stream_id)
+    [frame] = protocol.send(SendAudio(payload))
+    parsed = json.loads(frame)
+    encoded = parsed["media"].pop("payload")
+    assert parsed == MEDIA_SHAPES[provider](stream_id)
+    assert base64.b64decode(encoded, validate=True) == payload
+    [mark] = protocol.send(SendMark(name))
+    mark_name = json.loads(mark)["name" if provider == "plivo" else "mark"]
+    assert (mark_name if provider == "plivo" else mark_name["name"]) == name

@@ -353,3 +353,16 @@ def test_header_lookup_is_case_insensitive() -> None:
     assert header_value(headers, "x-telnyx-streaming-auth-token") == "t"
     assert header_value(None, "x") is None
     assert header_value({"a": "b"}, "x") is None
+
+
+def test_the_fast_audio_event_is_an_ordinary_frozen_audio_received() -> None:
+    import dataclasses
+
+    from mediastream.protocols.base import _audio_received
+
+    args = (b"\x01\x02", MediaFormat("pcma", 8000), "inbound", 7, None, 140)
+    fast, normal = _audio_received(*args), AudioReceived(*args)
+    assert type(fast) is AudioReceived
+    assert fast == normal and hash(fast) == hash(normal) and repr(fast) == repr(normal)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.track = "outbound"  # type: ignore[misc]

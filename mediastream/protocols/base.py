@@ -19,7 +19,7 @@ import re
 from abc import ABC, abstractmethod
 from binascii import a2b_base64, b2a_base64
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import fields, replace
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -73,6 +73,45 @@ DEFAULT_MAX_MESSAGE_CHARS = 256 * 1024
 _DTMF_DIGITS = frozenset("0123456789*#ABCD")
 _DTMF_STRING = re.compile(r"[0-9*#A-Da-d]+")
 _STARTED, _FAILED = State.STARTED, State.FAILED
+
+
+def _audio_received_factory() -> Callable[..., AudioReceived]:
+    """``AudioReceived(...)`` at half the cost, for the one event made 50 times a second.
+
+    A frozen dataclass's ``__init__`` goes through ``object.__setattr__`` once per field;
+    setting the slots through their descriptors does the same work without the lookups.
+    Checked at import: the fields must be exactly these six, with no ``__post_init__``,
+    or this refuses to load rather than build a half-initialised event.
+    """
+    names = ("payload", "format", "track", "sequence", "chunk", "timestamp_ms")
+    if tuple(f.name for f in fields(AudioReceived)) != names or hasattr(
+        AudioReceived, "__post_init__"
+    ):
+        raise ImportError("AudioReceived changed: update base._audio_received_factory")
+    new = object.__new__
+    s0, s1, s2, s3, s4, s5 = (vars(AudioReceived)[name].__set__ for name in names)
+
+    def make(
+        payload: bytes,
+        format: MediaFormat,
+        track: str,
+        sequence: int | None,
+        chunk: int | None,
+        timestamp_ms: int | None,
+    ) -> AudioReceived:
+        event: AudioReceived = new(AudioReceived)
+        s0(event, payload)
+        s1(event, format)
+        s2(event, track)
+        s3(event, sequence)
+        s4(event, chunk)
+        s5(event, timestamp_ms)
+        return event
+
+    return make
+
+
+_audio_received = _audio_received_factory()
 
 
 class FormatRule:
@@ -169,6 +208,11 @@ class MediaStreamProtocol(ABC):
     def call(self) -> CallInfo | None:
         """The call description, once ``start`` has been received."""
         return self._call
+
+    @property
+    def outbound_override(self) -> MediaFormat | None:
+        """The ``outbound_format`` given at construction (validated), if any."""
+        return self._outbound_override
 
     @property
     def stream_auth_token(self) -> str | None:
@@ -311,7 +355,7 @@ class MediaStreamProtocol(ABC):
             timestamp = int(timestamp)
         elif timestamp is not None:
             timestamp = opt_int(timestamp, "media.timestamp")
-        return [AudioReceived(audio, self._in_format, track, sequence, chunk, timestamp)]
+        return [_audio_received(audio, self._in_format, track, sequence, chunk, timestamp)]
 
     def _receive_dtmf(self, data: dict[str, Any]) -> list[Event]:
         self._check_stream(data)

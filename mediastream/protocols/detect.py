@@ -87,11 +87,28 @@ class ProviderDetector:
     call). Garbage raises a :class:`~mediastream.errors.RemoteProtocolError`: bad JSON
     or binary frames as the protocols would, an unrecognisable dialect as
     :class:`~mediastream.errors.UnsupportedDataError` (1003). After an error every call
-    raises again. Keyword arguments are passed to the protocol's constructor.
+    raises again.
+
+    Keyword arguments are passed to the protocol's constructor (``query``, ``headers``,
+    limits), except that the outbound format is given per provider:
+    ``outbound_formats={"telnyx": MediaFormat("l16", 16000)}``; one that provider cannot
+    play is a :class:`ValueError` here, at construction.
     """
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        outbound_formats: Mapping[str, MediaFormat] | None = None,
+        **options: Any,
+    ) -> None:
+        if "outbound_format" in options:
+            raise TypeError("give outbound_formats={provider: MediaFormat} when detecting")
         self._options = options
+        # Checked now, so that a bad configuration fails at start-up, not on a call.
+        self._outbound = {
+            name.lower(): protocol_for(name, outbound_format=fmt).outbound_override
+            for name, fmt in (outbound_formats or {}).items()
+        }
         self._pending: list[str] = []
         self._protocol: MediaStreamProtocol | None = None
         self._failure: RemoteProtocolError | None = None
@@ -126,7 +143,9 @@ class ProviderDetector:
         self._pending.append(message)
         if name is None:
             return []
-        self._protocol = protocol_for(name, **self._options)
+        self._protocol = protocol_for(
+            name, outbound_format=self._outbound.get(name), **self._options
+        )
         events: list[Event] = []
         for pending in self._pending:
             events.extend(self._protocol.receive(pending))
