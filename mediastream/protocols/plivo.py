@@ -79,12 +79,7 @@ class PlivoProtocol(MediaStreamProtocol):
             data,
             call_id=req_str(start.get("callId"), "start.callId"),
             stream_id=stream_id,
-            inbound=self._media_format(
-                fmt.get("encoding"),
-                fmt.get("sampleRate"),
-                fmt.get("channels"),
-                "start.mediaFormat",
-            ),
+            inbound=self._media_format(fmt, "sampleRate", "start.mediaFormat"),
             account_id=opt_str(start.get("accountId"), "start.accountId"),
             parameters=parameters,
             tracks=str_list(start.get("tracks"), "start.tracks"),

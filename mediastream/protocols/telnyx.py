@@ -90,12 +90,7 @@ class TelnyxProtocol(MediaStreamProtocol):
             data,
             call_id=req_str(start.get("call_control_id"), "start.call_control_id"),
             stream_id=stream_id,
-            inbound=self._media_format(
-                fmt.get("encoding"),
-                fmt.get("sample_rate"),
-                fmt.get("channels"),
-                "start.media_format",
-            ),
+            inbound=self._media_format(fmt, "sample_rate", "start.media_format"),
             account_id=opt_str(start.get("user_id"), "start.user_id"),
             from_number=opt_str(start.get("from"), "start.from") or None,
             to_number=opt_str(start.get("to"), "start.to") or None,

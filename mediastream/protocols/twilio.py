@@ -61,12 +61,7 @@ class TwilioProtocol(MediaStreamProtocol):
             data,
             call_id=req_str(start.get("callSid"), "start.callSid"),
             stream_id=stream_id,
-            inbound=self._media_format(
-                fmt.get("encoding"),
-                fmt.get("sampleRate"),
-                fmt.get("channels"),
-                "start.mediaFormat",
-            ),
+            inbound=self._media_format(fmt, "sampleRate", "start.mediaFormat"),
             account_id=opt_str(start.get("accountSid"), "start.accountSid"),
             parameters=string_map(start.get("customParameters"), "start.customParameters"),
             tracks=str_list(start.get("tracks"), "start.tracks"),
