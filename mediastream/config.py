@@ -64,6 +64,17 @@ class Config:
     idle_media_timeout: float = 10.0
     send_timeout: float = 5.0
     drain_timeout: float = 30.0
+    #: Inbound 20 ms frames queued for a bot that is not reading (10 s); beyond, the
+    #: oldest audio is dropped (control events never are).
+    bot_queue_frames: int = 500
+    #: How long a bot may keep running after its call ended before it is cancelled.
+    bot_exit_timeout: float = 2.0
+
+    # --- bots (mediastream.agents SPECs)
+    #: Default bot: ``echo``, ``module``, ``module:function`` or ``file.py[:function]``.
+    bot: str = "bot.parrot"
+    #: Named agents, ``NAME=SPEC`` separated by commas.
+    agents: str = ""
 
     # --- pacing and ledger
     #: How far ahead of real time outbound audio may be sent to the provider.
@@ -106,6 +117,9 @@ class Config:
 
     # --- processes
     workers: int = 1
+    #: prometheus-client multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``); set, the
+    #: /metrics endpoint aggregates every process writing there (``--workers``).
+    metrics_multiproc_dir: str | None = None
 
     def with_overrides(self, **changes: Any) -> Config:
         """A copy with the given fields changed; ``None`` values are ignored."""
@@ -123,6 +137,8 @@ class Config:
             if raw is None or raw == "":
                 continue
             values[f.name] = _convert(f.name, raw, f.type)
+        if "metrics_multiproc_dir" not in values and env.get("PROMETHEUS_MULTIPROC_DIR"):
+            values["metrics_multiproc_dir"] = env["PROMETHEUS_MULTIPROC_DIR"]
         creds = ProviderCredentials(
             twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,

@@ -1,3 +1,15 @@
-"""The asyncio server: the only place mediastream does I/O."""
+"""The asyncio server: the only place mediastream does I/O.
+
+* :class:`MediaStreamServer` -- one port for media WebSockets and plain HTTP; use it as
+  ``async with MediaStreamServer(config, bot=...) as server``.
+* :func:`serve` -- run one until SIGTERM/SIGINT (what ``mediastream serve`` does).
+* :func:`mount` -- add ``/healthz``, ``/metrics`` and the webhook/control routes to an
+  aiohttp application of your own.
+"""
 
 from __future__ import annotations
+
+from .http import mount
+from .server import MediaStreamServer, registry_from_config, serve
+
+__all__ = ["MediaStreamServer", "mount", "registry_from_config", "serve"]

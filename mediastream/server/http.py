@@ -1,0 +1,72 @@
+"""The plain-HTTP side of the port: health, metrics, webhooks and call control (aiohttp).
+
+:func:`mount` adds the routes to any :class:`aiohttp.web.Application`, so an embedder
+can serve them from an app of their own; :class:`~mediastream.server.MediaStreamServer`
+mounts them on its own app (or on the one it was given).
+
+* ``GET /healthz`` -- ``200 {"status": "ok", ...}``; ``503 {"status": "draining"}`` once
+  shutdown began, so a load balancer stops sending new calls.
+* ``GET /metrics`` -- Prometheus exposition (see :mod:`mediastream.server.metrics`).
+* the webhook and REST control routes of :mod:`mediastream.control`.
+* ``/ws...`` without a WebSocket upgrade -- ``426 Upgrade Required`` (RFC 9110 §15.5.22).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from .routes import MEDIA_PREFIX, parse_media_path
+
+if TYPE_CHECKING:
+    from .server import MediaStreamServer
+
+__all__ = ["mount"]
+
+SERVER_KEY: web.AppKey[MediaStreamServer] = web.AppKey("mediastream.server")
+
+
+def mount(app: web.Application, server: MediaStreamServer, *, control: bool = True) -> None:
+    """Add ``/healthz``, ``/metrics`` and (``control=True``) the webhook/control routes.
+
+    Call it before ``app`` starts (aiohttp freezes the router then). The routes read
+    ``server``'s live state, so the server should be running while ``app`` serves.
+    """
+    app[SERVER_KEY] = server
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+    if control:
+        server.add_control_routes(app)
+
+
+def mount_media_fallback(app: web.Application) -> None:
+    """Answer plain HTTP requests to the media paths with 426 (the server's own app)."""
+    app.router.add_route("*", MEDIA_PREFIX, _upgrade_required)
+    app.router.add_route("*", MEDIA_PREFIX + "/{tail:.*}", _upgrade_required)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    body = {
+        "status": "draining" if server.draining else "ok",
+        "calls": server.active_calls,
+        "connections": server.media_connections,
+    }
+    return web.json_response(body, status=503 if server.draining else 200)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[SERVER_KEY].metrics.render()
+    # Content-Type carries parameters (version, charset): set the header verbatim.
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def _upgrade_required(request: web.Request) -> web.Response:
+    if parse_media_path(request.path) is None:
+        raise web.HTTPNotFound(text="no such media path\n")
+    return web.Response(
+        status=426,
+        text="media streams need a WebSocket upgrade on a fresh connection\n",
+        headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+    )

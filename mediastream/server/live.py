@@ -1,0 +1,241 @@
+"""The server's :class:`~mediastream.call.Call`: what a bot holds for one live call.
+
+It is a thin, synchronous front on the call's :class:`~mediastream.session.CallSession`
+plus a bounded event queue. Bot audio goes straight into the session (which resamples,
+encodes and paces it) and wakes the connection's writer; nothing the bot calls blocks
+except :meth:`LiveCall.receive` and :meth:`LiveCall.wait_played`.
+
+The event queue is bounded (``max_events``). A bot that stops reading would otherwise
+grow memory by 50 frames a second; when the queue is full the *oldest audio frame* is
+dropped (counted, logged once per call) and control events -- DTMF, playout, the end of
+the call -- are always kept. A bot that keeps up never loses a frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
+
+from mediastream.call import Call, CallEnded, CallEvent, InboundAudio
+from mediastream.protocols.events import CallInfo, SendDtmf
+
+from .log import CallLogger
+
+if TYPE_CHECKING:
+    from mediastream.protocols.base import MediaStreamProtocol
+    from mediastream.session import CallSession
+
+__all__ = ["LiveCall"]
+
+
+class CallLink(Protocol):
+    """What a :class:`LiveCall` needs from the connection that owns it."""
+
+    def wake_writer(self) -> None: ...
+
+    def send_now(self, messages: list[str]) -> None: ...
+
+    async def hangup(self, reason: str) -> None: ...
+
+    def on_bot_events_dropped(self, count: int) -> None: ...
+
+
+class LiveCall(Call):
+    """One call as the bot sees it; created by the server once ``start`` arrived."""
+
+    __slots__ = (
+        "_dropped",
+        "_end",
+        "_events",
+        "_link",
+        "_log",
+        "_loop",
+        "_max_events",
+        "_played_waiters",
+        "_protocol",
+        "_session",
+        "_waiter",
+        "info",
+        "sample_rate",
+    )
+
+    def __init__(
+        self,
+        info: CallInfo,
+        session: CallSession,
+        protocol: MediaStreamProtocol,
+        link: CallLink,
+        log: CallLogger,
+        *,
+        sample_rate: int,
+        max_events: int,
+    ) -> None:
+        self.info = info
+        self.sample_rate = sample_rate
+        self._session = session
+        self._protocol = protocol
+        self._link = link
+        self._log = log
+        self._loop = asyncio.get_running_loop()
+        self._events: deque[CallEvent] = deque()
+        self._max_events = max(2, max_events)
+        self._waiter: asyncio.Future[None] | None = None
+        self._end: CallEnded | None = None
+        self._played_waiters: list[asyncio.Future[bool]] = []
+        self._dropped = 0
+
+    # ---------------------------------------------------------------- server side
+
+    def push(self, events: Iterable[CallEvent]) -> None:
+        """Queue events for the bot (called by the connection's reader and writer)."""
+        queue = self._events
+        for event in events:
+            if type(event) is CallEnded:
+                # Delivered after everything queued before it, then forever after.
+                if self._end is None:
+                    self._end = event
+                continue
+            if len(queue) >= self._max_events:
+                # Drops audio only; with nothing but control events queued they all stay.
+                self._drop_oldest_audio()
+            queue.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _drop_oldest_audio(self) -> bool:
+        queue = self._events
+        for index, event in enumerate(queue):
+            if type(event) is InboundAudio:
+                del queue[index]
+                self._dropped += 1
+                if self._dropped == 1:
+                    self._log.warning(
+                        "bot is not reading its events: dropping the oldest inbound audio "
+                        "(queue bound %d)",
+                        self._max_events,
+                    )
+                self._link.on_bot_events_dropped(1)
+                return True
+        return False
+
+    def end(self, reason: str) -> None:
+        """The call is over: the bot's next :meth:`receive` returns :class:`CallEnded`."""
+        if self._end is None:
+            self._end = CallEnded(reason)
+        self.push(())
+        self.check_played()
+
+    def check_played(self) -> None:
+        """Resolve :meth:`wait_played` waiters if the caller has heard everything."""
+        waiters = self._played_waiters
+        if not waiters:
+            return
+        if self._end is not None:
+            result = self._session.all_played
+        elif self._session.all_played:
+            result = True
+        else:
+            return
+        self._played_waiters = []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(result)
+
+    @property
+    def events_dropped(self) -> int:
+        """Inbound audio frames dropped because the bot did not read them."""
+        return self._dropped
+
+    @property
+    def waiting_for_playout(self) -> bool:
+        """True while some :meth:`wait_played` is pending (the writer then re-checks)."""
+        return bool(self._played_waiters)
+
+    # ------------------------------------------------------------------ Call API
+
+    async def receive(self) -> CallEvent:
+        """Wait for the next event; after :class:`CallEnded` it keeps returning it."""
+        while True:
+            if self._events:
+                return self._events.popleft()
+            if self._end is not None:
+                return self._end
+            waiter = self._loop.create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+
+    def send_audio(self, pcm: bytes, sample_rate: int) -> None:
+        """Queue bot audio (int16 LE mono, any chunk size) for paced playout."""
+        if self._end is not None:
+            return
+        self._session.send_audio(pcm, sample_rate, self._loop.time())
+        self._link.wake_writer()
+
+    def end_utterance(self) -> None:
+        """Flush the resampler tail and place the utterance's final mark."""
+        if self._end is not None:
+            return
+        self._session.end_utterance(self._loop.time())
+        self._link.wake_writer()
+
+    def clear(self) -> None:
+        """Barge-in: clear the provider's buffer now and drop audio not yet sent."""
+        if self._end is not None:
+            return
+        commands = self._session.clear(self._loop.time())
+        messages: list[str] = []
+        for command in commands:
+            messages.extend(self._protocol.send(command))
+        self._link.send_now(messages)
+
+    async def wait_played(self, timeout: float | None = None) -> bool:
+        """Wait until the caller has heard everything sent so far; False on timeout/end."""
+        if self._session.all_played:
+            return True
+        if self._end is not None:
+            return False
+        waiter: asyncio.Future[bool] = self._loop.create_future()
+        self._played_waiters.append(waiter)
+        # The writer re-checks on every wake-up; make sure it wakes at the next deadline.
+        self._link.wake_writer()
+        try:
+            async with asyncio.timeout(timeout):
+                return await waiter
+        except TimeoutError:
+            return False
+        finally:
+            if waiter in self._played_waiters:
+                self._played_waiters.remove(waiter)
+
+    def send_dtmf(self, digits: str) -> None:
+        """Play DTMF into the call (Plivo ``sendDTMF``).
+
+        Raises :class:`~mediastream.errors.LocalProtocolError` on providers without DTMF
+        on the media socket (Twilio, Telnyx: use their REST API) or for invalid digits.
+        """
+        if self._end is not None:
+            return
+        self._link.send_now(self._protocol.send(SendDtmf(digits)))
+
+    async def hangup(self, reason: str = "bot") -> None:
+        """End the call: provider REST hang-up when configured, then close with 1000."""
+        await self._link.hangup(reason)
+
+    @property
+    def bot_speaking(self) -> bool:
+        """True while the caller is hearing bot audio (per the playout ledger)."""
+        return bool(self._session.bot_speaking)
+
+    @property
+    def ended(self) -> bool:
+        """True once the call is over."""
+        return self._end is not None
+
+    def __repr__(self) -> str:
+        return f"<LiveCall {self.info.provider} {self.info.call_id} ended={self.ended}>"

@@ -1,0 +1,139 @@
+"""``--workers N``: N server processes on one port (``SO_REUSEPORT``, Linux/BSD).
+
+Each worker is a full, independent server (its own event loop, calls and bot tasks);
+the kernel spreads new connections across the listening sockets. A call lives on one
+worker from upgrade to close, so nothing is shared between workers but the port and
+the metrics directory.
+
+The supervisor (this module, in the parent process):
+
+* checks the bot SPECs load before starting anything;
+* gives the workers a fresh prometheus-client multiprocess directory
+  (``PROMETHEUS_MULTIPROC_DIR``, read by prometheus-client when a worker imports it), so
+  ``/metrics`` on any worker reports the whole server;
+* forwards SIGTERM/SIGINT to the workers (a second signal cuts their drain short); the
+  workers run in their own process group so a terminal's Ctrl-C reaches them only
+  through the supervisor, once;
+* restarts a worker that died unexpectedly (at most once per second), and marks dead
+  workers in the metrics directory so their live gauges drop out.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from mediastream.agents import BotLoadError
+from mediastream.config import Config
+
+__all__ = ["run_workers"]
+
+logger = logging.getLogger(__name__)
+
+_RESTART_DELAY_S = 1.0
+
+
+def _worker_main(config: Config, index: int, log_level: int) -> None:
+    os.setpgrp()
+    logging.basicConfig(
+        level=log_level,
+        format=f"%(asctime)s %(levelname)s [worker {index}] %(name)s: %(message)s",
+    )
+    import asyncio
+
+    from .server import registry_from_config, serve
+
+    asyncio.run(serve(config, registry_from_config(config), reuse_port=True))
+
+
+def run_workers(config: Config) -> int:
+    """Run ``config.workers`` server processes until SIGTERM/SIGINT; returns an exit code."""
+    count = config.workers
+    if config.port == 0:
+        print("mediastream serve: --workers needs a fixed --port", file=sys.stderr)
+        return 2
+    from .server import registry_from_config
+
+    try:
+        registry_from_config(config)  # fail fast, before any process starts
+    except BotLoadError as exc:
+        print(f"mediastream serve: {exc}", file=sys.stderr)
+        return 2
+    metrics_dir = tempfile.mkdtemp(prefix="mediastream-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    worker_config = config.with_overrides(workers=1, metrics_multiproc_dir=metrics_dir)
+    context = multiprocessing.get_context("spawn")
+    level = logging.getLogger().getEffectiveLevel()
+    signals_seen: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        signals_seen.append(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def start(index: int) -> BaseProcess:
+        process = context.Process(
+            target=_worker_main,
+            args=(worker_config, index, level),
+            name=f"mediastream-worker-{index}",
+        )
+        process.start()
+        logger.info("worker %d started (pid %s)", index, process.pid)
+        return process
+
+    workers: dict[int, BaseProcess] = {}
+    forwarded = 0
+    try:
+        for index in range(count):
+            workers[index] = start(index)
+        logger.info(
+            "%d workers on %s:%d (SO_REUSEPORT)", count, worker_config.host, worker_config.port
+        )
+        while workers:
+            multiprocessing.connection.wait([p.sentinel for p in workers.values()], timeout=0.2)
+            while forwarded < len(signals_seen):
+                forwarded += 1
+                for process in workers.values():
+                    if process.pid is not None and process.is_alive():
+                        os.kill(process.pid, signal.SIGTERM)
+            for index, process in list(workers.items()):
+                if process.is_alive():
+                    continue
+                _mark_dead(process, metrics_dir)
+                del workers[index]
+                if not signals_seen:
+                    logger.error(
+                        "worker %d exited unexpectedly (code %s); restarting",
+                        index,
+                        process.exitcode,
+                    )
+                    time.sleep(_RESTART_DELAY_S)
+                    workers[index] = start(index)
+        return 0
+    finally:
+        for process in workers.values():
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+            process.join(timeout=worker_config.drain_timeout + 10)
+            if process.is_alive():
+                process.kill()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _mark_dead(process: BaseProcess, metrics_dir: str) -> None:
+    if process.pid is None:
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(process.pid, metrics_dir)  # type: ignore[no-untyped-call]
