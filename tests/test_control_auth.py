@@ -272,13 +272,37 @@ def test_upgrade_token_checks_for_telnyx_and_plivo() -> None:
         headers={"x-telnyx-streaming-auth-token": header_token},
         public_url=None,
     )
+    # A bearer/header token is checked before the upgrade only when it has our shape.
+    forged = "1p" + "0" * (TOKEN_LENGTH - 2)
     with pytest.raises(AuthenticationError):
         check_media_upgrade(
             config,
             path="/ws/plivo",
             query={},
-            headers={"Authorization": "Bearer nope"},
+            headers={"Authorization": f"Bearer {forged}"},
             public_url=None,
+        )
+    check_media_upgrade(
+        config,
+        path="/ws/telnyx",
+        query={},
+        headers={"Authorization": "Bearer theirs"},
+        public_url=None,
+    )
+
+
+def test_stream_start_tries_every_place_a_token_may_be() -> None:
+    config = _config()
+    token = stream_tokens(config).issue("telnyx", "v3:h")
+    # Someone else's Telnyx stream_auth_token in the header does not hide ours.
+    check_stream_start(
+        config,
+        _call("telnyx", "v3:h", _token=token),
+        headers={"x-telnyx-streaming-auth-token": "their-static-token"},
+    )
+    with pytest.raises(AuthenticationError, match="v3:i: malformed"):
+        check_stream_start(
+            config, _call("telnyx", "v3:i"), headers={"x-telnyx-streaming-auth-token": "theirs"}
         )
 
 

@@ -43,7 +43,7 @@ from .signatures import (
     verify_telnyx,
     verify_twilio,
 )
-from .tokens import StreamTokens, shared_tokens, token_secret
+from .tokens import StreamTokens, looks_like_token, shared_tokens, token_secret
 from .urls import public_origin
 
 __all__ = [
@@ -311,9 +311,16 @@ def check_media_upgrade(
         if reason is not None:
             raise AuthenticationError(f"twilio: media upgrade: {reason}")
         return
-    token = _upgrade_token(query, headers)
-    if token is not None:
-        stream_tokens(config).check_issued(token, provider)
+    tokens = stream_tokens(config)
+    # ``?token=`` is ours by construction of our stream URLs: always checked. A header
+    # token is checked only when it has our shape (Telnyx's own stream_auth_token, set
+    # by someone else, is left for check_stream_start to weigh against the others).
+    query_token = query.get("token")
+    if query_token:
+        tokens.check_issued(query_token, provider)
+    for token in _header_tokens(headers):
+        if looks_like_token(token):
+            tokens.check_issued(token, provider)
 
 
 def check_stream_start(
@@ -333,33 +340,38 @@ def check_stream_start(
     """
     if not auth_enabled(config):
         return
-    token = _upgrade_token(query or {}, headers or {})
-    if token is None:
-        for name in STREAM_TOKEN_PARAMETERS:
-            value = call.custom_parameters.get(name)
-            if value:
-                token = value
-                break
-    if token is None:
+    candidates = [
+        *((query or {}).get(name) for name in ("token",)),
+        *_header_tokens(headers or {}),
+        *(call.custom_parameters.get(name) for name in STREAM_TOKEN_PARAMETERS),
+    ]
+    tokens = stream_tokens(config)
+    failure: AuthenticationError | None = None
+    for token in dict.fromkeys(t for t in candidates if t):
+        try:
+            tokens.redeem(token, call.provider, call.call_id)
+        except AuthenticationError as exc:
+            # Keep looking: one of several places may hold someone else's token.
+            failure = failure or exc
+            continue
+        return
+    if failure is None:
         raise AuthenticationError(
             f"{call.provider} call {call.call_id}: no stream token "
             "(streams must come from an answer document this server issued)"
         )
-    try:
-        stream_tokens(config).redeem(token, call.provider, call.call_id)
-    except AuthenticationError as exc:
-        raise AuthenticationError(f"{call.provider} call {call.call_id}: {exc}") from None
+    raise AuthenticationError(f"{call.provider} call {call.call_id}: {failure}")
 
 
-def _upgrade_token(query: Mapping[str, str], headers: Mapping[str, str]) -> str | None:
-    token = query.get("token") or _header(headers, _TELNYX_TOKEN_HEADER)
-    if token:
-        return token
-    authorization = _header(headers, "authorization") or ""
-    scheme, _, value = authorization.partition(" ")
+def _header_tokens(headers: Mapping[str, str]) -> list[str]:
+    found: list[str] = []
+    telnyx = _header(headers, _TELNYX_TOKEN_HEADER)
+    if telnyx:
+        found.append(telnyx.strip())
+    scheme, _, value = (_header(headers, "authorization") or "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return None
+        found.append(value.strip())
+    return found
 
 
 def _provider_of(path: str) -> str | None:

@@ -17,6 +17,7 @@ Every failed attempt logs one line naming the provider, the operation and the ca
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import json as jsonlib
 import logging
@@ -25,12 +26,24 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
 from ..errors import MediaStreamError
 
-__all__ = ["DEFAULT_RETRY_STATUSES", "ProviderAPIError", "RestClient", "RestResponse"]
+__all__ = [
+    "CREATE_RETRY_STATUSES",
+    "DEFAULT_RETRY_STATUSES",
+    "ControlUnavailable",
+    "ProviderAPIError",
+    "RestClient",
+    "RestResponse",
+    "basic_authorization",
+    "path_segment",
+    "raise_for_status",
+    "response_field",
+]
 
 logger = logging.getLogger("mediastream.control.rest")
 
@@ -247,3 +260,49 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, float(when.timestamp()) - time.time())
+
+
+# ------------------------------------------------------- helpers for the API clients
+
+#: Creating a call is retried only when the provider says it did nothing (429, 503).
+CREATE_RETRY_STATUSES = frozenset({429, 503})
+
+
+class ControlUnavailable(MediaStreamError):
+    """The operation needs credentials that are not configured, or the provider lacks it."""
+
+
+def path_segment(value: str) -> str:
+    """``value`` quoted for a URL path segment.
+
+    Everything but unreserved characters and ``:`` is escaped (Telnyx ids look like
+    ``v3:...``; ``:`` is a valid path character, RFC 3986 §3.3).
+    """
+    return quote(value, safe=":")
+
+
+def basic_authorization(login: str, password: str) -> str:
+    """An ``Authorization: Basic`` value (RFC 7617), UTF-8 credentials."""
+    raw = f"{login}:{password}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def raise_for_status(
+    response: RestResponse, provider: str, operation: str, call_id: str | None
+) -> None:
+    """Raise :class:`ProviderAPIError` unless ``response`` is a 2xx."""
+    if not response.ok:
+        code, detail = response.error_details()
+        raise ProviderAPIError(provider, operation, call_id, response.status, code, detail)
+
+
+def response_field(response: RestResponse, provider: str, operation: str, *path: str) -> str:
+    """The non-empty string at ``path`` in a JSON response, else ProviderAPIError."""
+    node: Any = response.body
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(node, str) or not node:
+        raise ProviderAPIError(
+            provider, operation, None, response.status, detail=f"response lacks {'.'.join(path)}"
+        )
+    return node

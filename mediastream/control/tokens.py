@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 
 from ..errors import AuthenticationError
 
-__all__ = ["TOKEN_LENGTH", "StreamTokens"]
+__all__ = ["TOKEN_LENGTH", "StreamTokens", "looks_like_token"]
 
 _VERSION = "1"
 _PROVIDER_LETTERS = {"twilio": "t", "telnyx": "x", "plivo": "p"}
@@ -182,6 +182,12 @@ class StreamTokens:
         if not isinstance(params, dict):
             raise AuthenticationError("dial-out parameters are malformed")
         return {str(k): str(v) for k, v in params.items()}
+
+
+def looks_like_token(text: str) -> bool:
+    """True when ``text`` has the shape of our tokens (it may still be forged)."""
+    text = text.strip()
+    return len(text) == TOKEN_LENGTH and text[0] == _VERSION and text.isalnum()
 
 
 def _letter(provider: str) -> str:
