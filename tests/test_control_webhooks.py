@@ -7,6 +7,7 @@ Requests are signed the way the providers sign them, with the official SDKs (Twi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -467,3 +468,44 @@ async def test_oversized_webhook_body_is_refused(server: Server) -> None:
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     ) as resp:
         assert resp.status == 413
+
+
+@pytest.mark.asyncio
+async def test_body_arriving_in_pieces_is_read_whole(server: Server) -> None:
+    form = _twilio_form(Extra="x" * 3000)
+    headers = {
+        **_twilio_headers("/twilio", form),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    raw = urlencode(form).encode()
+
+    async def pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
+        for i in range(0, len(data), size):
+            yield data[i : i + size]
+            await asyncio.sleep(0.001)  # separate TCP segments, chunked encoding
+
+    async with server.http.post(
+        server.base + "/twilio", data=pieces(raw, 500), headers=headers
+    ) as resp:
+        assert resp.status == 200
+    big = b"a=" + b"x" * 70_000
+    async with server.http.post(
+        server.base + "/twilio",
+        data=pieces(big, 8192),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    ) as resp:
+        assert resp.status == 413
+
+
+@pytest.mark.asyncio
+async def test_telnyx_call_control_for_an_unknown_agent_hangs_up(server: Server) -> None:
+    call_id = server.telnyx.live_call(state="parked")
+    payload = {"call_control_id": call_id, "direction": "incoming", "from": "+1", "to": "+2"}
+    body = json.dumps({"data": {"event_type": "call.initiated", "payload": payload}}).encode()
+    headers = {**_telnyx_headers(body), "Content-Type": "application/json"}
+    async with server.http.post(
+        server.base + "/telnyx?agent=nobody", data=body, headers=headers
+    ) as resp:
+        assert resp.status == 404
+    assert not server.telnyx.calls[call_id]["alive"]
+    assert [a for a, _ in server.telnyx.calls[call_id]["commands"]] == ["hangup"]

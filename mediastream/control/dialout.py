@@ -46,7 +46,13 @@ from .documents import (
 )
 from .rest import ProviderAPIError
 from .urls import Origin, public_origin, stream_url
-from .webhooks import DIALOUT_PARAMETER, AgentLookup, RequestRefused, resolve_agent
+from .webhooks import (
+    DIALOUT_PARAMETER,
+    AgentLookup,
+    RequestRefused,
+    read_body,
+    resolve_agent,
+)
 
 __all__ = ["DialOut", "DialoutHandler", "parse_dialout"]
 
@@ -195,11 +201,7 @@ class DialoutHandler:
 
     @staticmethod
     async def _json(request: web.Request) -> Any:
-        if request.content_length is not None and request.content_length > MAX_DIALOUT_BODY:
-            raise RequestRefused(413, "body too large")
-        raw = await request.content.read(MAX_DIALOUT_BODY + 1)
-        if len(raw) > MAX_DIALOUT_BODY:
-            raise RequestRefused(413, "body too large")
+        raw = await read_body(request, MAX_DIALOUT_BODY)
         try:
             return json.loads(raw)
         except (ValueError, RecursionError):

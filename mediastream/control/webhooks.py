@@ -48,6 +48,7 @@ __all__ = [
     "AgentLookup",
     "ControlHandlers",
     "RequestRefused",
+    "read_body",
     "resolve_agent",
 ]
 
@@ -132,6 +133,25 @@ def forwarded_parameters(query: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole request body, refused with 413 beyond ``limit`` bytes.
+
+    ``StreamReader.read(n)`` returns what has arrived so far, not ``n`` bytes: read to
+    EOF, counting, so a body split across TCP segments is never truncated (a truncated
+    body would fail its signature).
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestRefused(413, "request body too large")
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(16 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise RequestRefused(413, "request body too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _first_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in pairs:
@@ -163,11 +183,7 @@ class ControlHandlers:
     # ------------------------------------------------------------------ plumbing
 
     async def _read(self, request: web.Request, provider: str) -> _Incoming:
-        if request.content_length is not None and request.content_length > MAX_WEBHOOK_BODY:
-            raise RequestRefused(413, "webhook body too large")
-        body = await request.content.read(MAX_WEBHOOK_BODY + 1)
-        if len(body) > MAX_WEBHOOK_BODY:
-            raise RequestRefused(413, "webhook body too large")
+        body = await read_body(request, MAX_WEBHOOK_BODY)
         origin = public_origin(
             self.config.public_url,
             self.config.trust_forwarded,
