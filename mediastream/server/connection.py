@@ -210,9 +210,8 @@ class MediaConnection:
         self.finish(1001, "server shutting down", "shutdown")
 
     def check_timeouts(self, now: float) -> None:
-        """Called by the server's tick: idle media and half-dead sockets."""
-        if self.done:
-            return
+        """Called by the server's tick: half-dead sockets (also while flushing at the
+        end of a call) and idle media."""
         since = self.sending_since
         if since is not None and now - since > self._config.send_timeout:
             self.log.warning(
@@ -221,7 +220,10 @@ class MediaConnection:
                 self._config.send_timeout,
             )
             self.finish(None, "send timeout", "send_timeout")
+            self.sending_since = None
             self._ws.transport.abort()
+            return
+        if self.done:
             return
         if self._admitted and now - self.last_rx > self._config.idle_media_timeout:
             self._fail(
