@@ -226,7 +226,7 @@ async def test_twilio_refuses_unsigned_or_tampered(
 
 
 @pytest.mark.asyncio
-async def test_unknown_or_malformed_agent(server: Server) -> None:
+async def test_unknown_or_malformed_agent(server: Server, caplog: pytest.LogCaptureFixture) -> None:
     for path, status, message in (
         ("/twilio?agent=nobody", 404, "unknown agent 'nobody'"),
         ("/twilio?agent=bad%20name", 400, "agent names"),
@@ -235,6 +235,7 @@ async def test_unknown_or_malformed_agent(server: Server) -> None:
         form = _twilio_form()
         got, text = await _post(server, path, form, _twilio_headers(path, form))
         assert (got, message in text) == (status, True), (path, text)
+        assert f"call={CALL_SID} refused" in caplog.records[-1].getMessage()
 
 
 @pytest.mark.asyncio

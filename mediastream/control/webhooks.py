@@ -265,7 +265,14 @@ class ControlHandlers:
                 agent = resolve_agent({"agent": agent}, self.agents)
             params.update(packed)
         else:
-            agent = resolve_agent(query, self.agents)
+            try:
+                agent = resolve_agent(query, self.agents)
+            except RequestRefused as exc:
+                logger.warning(
+                    "%s webhook call=%s refused: %s",
+                    provider, _call_id(provider, fields) or "-", exc.message,
+                )
+                raise
         call_id = _call_id(provider, fields)
         caller, callee = fields.get("From"), fields.get("To")
         ordered: dict[str, str] = {}
