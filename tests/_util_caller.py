@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.frames import Frame, Opcode
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
@@ -52,6 +52,12 @@ class Connection(asyncio.Protocol):
     stream_id: str = ""
     request_headers: dict[str, str] = field(default_factory=dict)
     lost_at: float | None = None
+    media_count: int = 0
+    #: Arrival time of each media message, and when its echo actually left.
+    media_arrivals: list[float] = field(default_factory=list)
+    echoed_at: dict[int, float] = field(default_factory=dict)
+    #: (loop time, message) of everything sent with send()/at().
+    sent: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.ws = ServerProtocol(max_size=1 << 20)
@@ -71,7 +77,10 @@ class Connection(asyncio.Protocol):
             if isinstance(event, Request):
                 self.provider = event.path.strip("/").split("/")[0]
                 self.request_headers = {k.lower(): v for k, v in event.headers.raw_items()}
-                self.ws.send_response(self.ws.accept(event))
+                if self.server.reject:
+                    self.ws.send_response(self.ws.reject(self.server.reject, "rejected\n"))
+                else:
+                    self.ws.send_response(self.ws.accept(event))
                 self.server.connections.append(self)
             elif isinstance(event, Frame):
                 if event.opcode is Opcode.TEXT:
@@ -79,7 +88,7 @@ class Connection(asyncio.Protocol):
                 elif event.opcode is Opcode.BINARY:
                     self.binary_frames += 1
                 elif event.opcode is Opcode.CLOSE:
-                    self.close_code = self.ws.close_code
+                    self.close_code = Close.parse(event.data).code
         self._flush()
 
     def eof_received(self) -> bool | None:
@@ -115,13 +124,24 @@ class Connection(asyncio.Protocol):
             self.started.set()
             if self.server.script is not None:
                 self.script_task = self.loop.create_task(self.server.script(self))
-        elif event == "media" and self.server.echo:
+        elif event == "media":
+            self.media_count += 1
+            self.media_arrivals.append(now)
             payload = base64.b64decode(msg["media"]["payload"])
+            if self.server.on_media is not None:
+                self.server.on_media(self, payload, now)
+            if not self.server.echo or self.server.drop(self.media_count - 1):
+                return
             reply = self.media(payload, self.server.plivo_format)
+            index = self.media_count - 1
             if self.server.delay:
-                self.loop.call_at(now + self.server.delay, self.send, reply)
+                self.loop.call_at(now + self.server.delay, self._echo, index, reply)
             else:
-                self.send(reply)
+                self._echo(index, reply)
+
+    def _echo(self, index: int, reply: dict[str, Any]) -> None:
+        self.echoed_at[index] = self.loop.time()
+        self.send(reply)
 
     # -- sending
     def send(self, message: dict[str, Any]) -> None:
@@ -131,6 +151,7 @@ class Connection(asyncio.Protocol):
             self.ws.send_text(json.dumps(message).encode())
         except Exception:  # closed meanwhile
             return
+        self.sent.append((self.loop.time(), message))
         self._flush()
 
     def at(self, when: float, message: dict[str, Any]) -> None:
@@ -140,6 +161,10 @@ class Connection(asyncio.Protocol):
     def close(self, code: int = 1000, reason: str = "") -> None:
         self.ws.send_close(code, reason)
         self._flush()
+
+    def hold_ms(self, index: int) -> float:
+        """How long the server actually held media message ``index`` before echoing it."""
+        return (self.echoed_at[index] - self.media_arrivals[index]) * 1000
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [m for m in self.received if m.get("event") == name]
@@ -174,7 +199,11 @@ class Connection(asyncio.Protocol):
 
 
 class EchoServer:
-    """``async with EchoServer(delay=0.04) as srv: srv.url('twilio')``."""
+    """``async with EchoServer(delay=0.04) as srv: srv.url('twilio')``.
+
+    ``drop(i)`` says whether to leave media message ``i`` (0-based) unechoed; ``on_media``
+    sees every inbound payload; ``reject`` answers the upgrade with that HTTP status.
+    """
 
     def __init__(
         self,
@@ -183,7 +212,13 @@ class EchoServer:
         echo: bool = True,
         script: Script | None = None,
         plivo_format: tuple[str, int] = ("audio/x-mulaw", 8000),
+        drop: Callable[[int], bool] = lambda index: False,
+        on_media: Callable[[Connection, bytes, float], None] | None = None,
+        reject: int = 0,
     ) -> None:
+        self.drop = drop
+        self.on_media = on_media
+        self.reject = reject
         self.delay = delay
         self.echo = echo
         self.script = script

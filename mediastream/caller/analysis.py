@@ -16,10 +16,11 @@ Definitions (all times on the caller's monotonic clock):
 * **response time** (speech mode): from the end of a caller utterance (send time of its
   last voiced frame + 20 ms) to the onset of the first heard audio that starts after it
   and before the caller speaks again.
-* **lost**: per probe, tone milliseconds that never came back: the sent tone's length
-  minus the heard tone of the same frequency from its onset to half a pause after its
-  nominal end (so tone that was only late still counts); a probe with no matching burst is
-  all lost.
+* **lost**: per probe, tone milliseconds that never came back: the share of the sent
+  tone's above-threshold samples missing from the heard tone of the same frequency, from
+  its onset to half a pause after its nominal end (tone that was only late, or split by a
+  playout gap, still counts), times the tone length; a probe with no matching burst is all
+  lost.
   Only probes the caller finished sending and then listened to for ``tail_ms`` count.
 * **jitter**: the standard deviation of one call's probe latencies (the caller-audible
   jitter); the run figure pools calls (root mean square of the per-call values).
@@ -151,13 +152,17 @@ def _measure_probes(
     # and the tone's length as the same detector sees it (heard samples, per tone).
     offsets: list[float] = []
     lengths: list[int] = []
+    counts: list[float] = []
     for probe in plan.probes[: len(cfg.frequencies)]:
         sent = plan.pcm[probe.frame * spf_in : (probe.frame + probe.frames) * spf_in]
         over = np.flatnonzero(np.abs(sent) > threshold)
         first, last = (int(over[0]), int(over[-1]) + 1) if len(over) else (0, len(sent))
         offsets.append(first / plan.fmt.sample_rate)
         lengths.append(round((last - first) * rate / plan.fmt.sample_rate))
-    starts, ends = _runs(np.abs(x) > threshold, fill=rate * 3 // 1000)
+        # Samples above the threshold: what a complete copy of this tone shows the detector.
+        counts.append(len(over) * rate / plan.fmt.sample_rate)
+    loud = np.abs(x) > threshold
+    starts, ends = _runs(loud, fill=rate * 3 // 1000)
     play_times = t_ref + starts / rate
     start_times = returned_time(starts)
     classes: dict[int, int] = {}
@@ -196,16 +201,18 @@ def _measure_probes(
         m.latencies_ms.append((start_times[match] - origin) * 1000)
         m.queue_ms.append((play_times[match] - start_times[match]) * 1000)
         m.latency_times_s.append(origin - t_ref)
-        expected = lengths[probe.tone]
-        hi = starts[match] + expected + slack_n
+        # Count the tone's loud samples (not its span: playout gaps are late, not lost)
+        # against a complete copy's count.
+        hi = starts[match] + lengths[probe.tone] + slack_n
         j = match
         heard_n = 0
         while j < len(starts) and starts[j] < hi:
             if j == match or _class(j) == probe.tone:
-                heard_n += min(ends[j], hi) - starts[j]
+                heard_n += int(np.count_nonzero(loud[starts[j] : min(ends[j], hi)]))
                 used.add(j)
             j += 1
-        lost_ms += max(0.0, (expected - heard_n) * 1000 / rate)
+        expected = counts[probe.tone]
+        lost_ms += max(0.0, (expected - heard_n) / expected * cfg.tone_ms)
     m.lost_ms = lost_ms
 
 

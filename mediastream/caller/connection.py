@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from websockets.client import ClientProtocol
-from websockets.frames import Frame, Opcode
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
@@ -149,7 +149,12 @@ class WebSocketClient(asyncio.Protocol):
                 self._fragments = []
                 self._deliver(self._fragment_text, data, now)
         elif op is Opcode.CLOSE:
-            self.handler.on_close_frame(self.ws.close_code, self.ws.close_reason or "", now)
+            # ws.close_code is only set once CLOSED; read the frame itself (RFC 6455 §5.5.1).
+            try:
+                close = Close.parse(frame.data)
+            except Exception:  # the protocol object has already failed the connection
+                return
+            self.handler.on_close_frame(close.code, close.reason, now)
 
     def _deliver(self, text: bool, data: bytes, now: float) -> None:
         if self.ws.state is not State.OPEN:

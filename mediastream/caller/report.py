@@ -49,6 +49,8 @@ class CallReport:
     close_code: int | None = None
     close_reason: str = ""
     started_at: float = 0.0  # seconds since the run started
+    #: When the WebSocket opened (the origin of the recording), seconds since the run started.
+    opened_at: float = 0.0
     duration_s: float = 0.0
     frames_sent: int = 0
     frames_received: int = 0
@@ -91,6 +93,7 @@ class CallReport:
             "close_code": self.close_code,
             "close_reason": self.close_reason,
             "started_at_s": round(self.started_at, 3),
+            "opened_at_s": round(self.opened_at, 3),
             "duration_s": round(self.duration_s, 3),
             "frames_sent": self.frames_sent,
             "frames_received": self.frames_received,

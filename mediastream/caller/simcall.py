@@ -504,6 +504,7 @@ class SimulatedCall:
         r.frames_sent = frames_sent
         r.frames_received = playout.received
         r.latency_kind = "probe_round_trip" if plan.kind == "probe" else "response_after_utterance"
+        r.opened_at = self.t_ref - self.run_start
         r.latencies_ms = m.latencies_ms
         r.queue_ms = m.queue_ms
         r.latency_times_s = [t + self.t_ref - self.run_start for t in m.latency_times_s]

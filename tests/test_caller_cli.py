@@ -1,0 +1,62 @@
+"""``mediastream call`` as a user runs it: a real subprocess, JSON output, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from _util_caller import EchoServer, scaled
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def _cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mediastream", "call", *args, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), scaled(30))
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.asyncio
+async def test_json_output_and_exit_codes(tmp_path: Path) -> None:
+    plot = tmp_path / "run.png"
+    async with EchoServer(0.040) as srv:
+        url = srv.url("twilio")
+        (ok, out, err), (slow, out2, _) = await asyncio.gather(
+            _cli(url, "--provider", "twilio", "--calls", "2", "--seconds", "1.5", "--json",
+                 "--max-p99-ms", "500", "--max-lost-ms", "5", "--plot", str(plot)),
+            _cli(url, "--provider", "twilio", "--seconds", "1.5", "--max-p99-ms", "10"),
+        )
+    assert ok == 0, err
+    report = json.loads(out)  # stdout is exactly one JSON object; progress went to stderr
+    assert report["calls"] == 2 and report["handshake_failures"] == 0
+    assert set(report["latency_ms"]) >= {"p50", "p95", "p99", "max"}
+    assert 39.5 <= report["latency_ms"]["p50"] <= 40 + scaled(5)
+    assert report["lost_ms_per_call"] == 0
+    assert isinstance(report["jitter_ms"], float)
+    assert report["underruns"] >= 0
+    assert set(report["send_lag_ms"]) == {"p50", "p99", "max"}
+    assert report["violations"] == [] and len(report["per_call"]) == 2
+    assert plot.stat().st_size > 10_000
+    # Over the limit: exit 1, and the human summary says why.
+    assert slow == 1
+    assert "FAIL: latency p99" in out2 and "> 10 ms" in out2
+
+
+@pytest.mark.asyncio
+async def test_usage_errors_and_unreachable_servers() -> None:
+    (bad, _, err), (nothing, out, _), (twilio_l16, _, err3) = await asyncio.gather(
+        _cli("ws://127.0.0.1:9/x", "--provider", "twilio", "--fault", "flood:1"),
+        _cli("ws://127.0.0.1:9/x", "--provider", "twilio", "--seconds", "1", "--json"),
+        _cli("ws://127.0.0.1:9/x", "--provider", "twilio", "--codec", "l16"),
+    )
+    assert bad == 2 and "bad fault" in err
+    assert nothing == 3  # no call connected
+    assert json.loads(out)["handshake_failures"] == 1
+    assert twilio_l16 == 2 and "μ-law" in err3
