@@ -66,6 +66,7 @@ from pipecat.frames.frames import (
     SystemFrame,
     TTSStoppedFrame,
 )
+from pipecat.pipeline.pipeline import PipelineSink
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
 from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
@@ -231,7 +232,11 @@ class MediaStreamOutputTransport(BaseOutputTransport):
         utterance_gap: float,
         **kwargs: Any,
     ):
-        super().__init__(params, **kwargs)
+        # Direct mode: frames are handled in the task of the processor that pushed them,
+        # with no input queue and process task of our own. Handling is synchronous and
+        # cheap (send_audio never blocks), so the two queue hops per frame a queued
+        # processor costs would only add latency and CPU.
+        super().__init__(params, enable_direct_mode=True, **kwargs)
         self._transport = transport
         self._call = transport.call
         self._end_timeout = end_timeout
@@ -273,9 +278,12 @@ class MediaStreamOutputTransport(BaseOutputTransport):
             await self.push_frame(frame, direction)
         elif isinstance(frame, OutputAudioRawFrame):
             self._send_audio(frame)
-            # Like BaseOutputTransport: audio that was taken goes on downstream, for
-            # recorders (AudioBufferProcessor) and the assistant aggregator.
-            await self.push_frame(frame, direction)
+            # Like BaseOutputTransport, audio that was taken goes on downstream for a
+            # processor placed after the output (a recorder such as AudioBufferProcessor),
+            # but not into the bare end of the pipeline, where it would only cost a
+            # chain of calls per frame.
+            if not isinstance(self._next, PipelineSink):
+                await self.push_frame(frame, direction)
         elif isinstance(frame, TTSStoppedFrame):
             self._end_utterance()
             await self.push_frame(frame, direction)

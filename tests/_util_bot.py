@@ -247,6 +247,8 @@ class TwilioPhone:
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._closed_event = asyncio.Event()
+        self._speech: list[np.ndarray] = []
+        self._said = asyncio.Event()
 
     async def __aenter__(self) -> TwilioPhone:
         from websockets.asyncio.client import connect
@@ -305,6 +307,23 @@ class TwilioPhone:
 
     async def send_silence(self, seconds: float) -> None:
         await self.send_pcm(np.zeros(round(seconds * 8000), dtype=np.int16))
+
+    async def line(self) -> None:
+        """Stream like a live phone line: queued speech (:meth:`say`), else silence."""
+        silence = np.zeros(160, dtype=np.int16)
+        while self.closed is None:
+            chunk = self._speech.pop(0) if self._speech else silence
+            if chunk is not silence and not self._speech:
+                self._said.set()
+            await self.send_pcm(chunk)
+
+    async def say(self, pcm: np.ndarray) -> float:
+        """Queue speech on the :meth:`line`; return once it was sent, with that time."""
+        pcm = np.asarray(pcm, dtype=np.int16)
+        self._said.clear()
+        self._speech.extend(pcm[i:i + 160] for i in range(0, len(pcm), 160))
+        await self._said.wait()
+        return time.monotonic()
 
     async def press(self, digit: str) -> None:
         await self._send({"event": "dtmf", "sequenceNumber": self._next_seq(),
