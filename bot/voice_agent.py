@@ -36,6 +36,7 @@ from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.workers.runner import WorkerRunner
 
 from bot.transport import MediaStreamTransport
+from mediastream.agents import BotLoadError
 from mediastream.protocols.events import CallInfo
 
 __all__ = [
@@ -95,8 +96,12 @@ PERSONAS: Mapping[str, Persona] = {
 }
 
 
-class MissingKeysError(RuntimeError):
-    """One or more API keys the voice agent needs are not set."""
+class MissingKeysError(BotLoadError):
+    """One or more API keys the voice agent needs are not set.
+
+    A :class:`~mediastream.agents.BotLoadError`, so ``mediastream serve`` reports it as one
+    line and exits instead of printing a traceback.
+    """
 
     def __init__(self, missing: tuple[str, ...]) -> None:
         self.missing = missing

@@ -15,6 +15,7 @@ import pytest
 from _util_bot import MemoryCall, make_info
 
 from bot.transport import MediaStreamTransport
+from mediastream.agents import BotLoadError
 
 KEYS = {"DEEPGRAM_API_KEY": "dg-test", "OPENAI_API_KEY": "sk-test", "CARTESIA_API_KEY": "ca-test"}
 
@@ -44,7 +45,7 @@ def test_loading_without_keys_is_one_error_naming_every_missing_key(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("CARTESIA_API_KEY", "  ")
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(BotLoadError) as info:
         _import_agent()
     message = str(info.value)
     assert "DEEPGRAM_API_KEY" in message and "CARTESIA_API_KEY" in message
