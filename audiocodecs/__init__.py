@@ -1,0 +1,50 @@
+"""Audio codecs for telephony media streams: G.711, L16 and sample-rate conversion.
+
+Pure functions on numpy arrays; imports nothing else of ours.
+
+* :mod:`audiocodecs.g711`: μ-law / A-law <-> int16, bit-exact with ``audioop``.
+* :mod:`audiocodecs.pcm`: 16-bit linear PCM in either byte order, input normalising.
+
+PCM is always a 1-D native ``int16`` array (mono); G.711 codes are a 1-D ``uint8``
+array.  Bytes-like inputs are accepted everywhere (PCM bytes are little-endian).
+Errors are plain ``ValueError`` (bad value, shape or length) and ``TypeError`` (bad
+type or dtype).
+"""
+
+from __future__ import annotations
+
+from .g711 import (
+    ALAW_SILENCE,
+    ULAW_SILENCE,
+    alaw_decode,
+    alaw_encode,
+    alaw_silence,
+    ulaw_decode,
+    ulaw_encode,
+    ulaw_silence,
+)
+from .pcm import (
+    as_int16,
+    l16be_decode,
+    l16be_encode,
+    l16le_decode,
+    l16le_encode,
+    pcm_silence,
+)
+
+__all__ = [
+    "ALAW_SILENCE",
+    "ULAW_SILENCE",
+    "alaw_decode",
+    "alaw_encode",
+    "alaw_silence",
+    "as_int16",
+    "l16be_decode",
+    "l16be_encode",
+    "l16le_decode",
+    "l16le_encode",
+    "pcm_silence",
+    "ulaw_decode",
+    "ulaw_encode",
+    "ulaw_silence",
+]
