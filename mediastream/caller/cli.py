@@ -190,7 +190,8 @@ def format_report(report: RunReport) -> str:
         f"{d['handshake_failures']}   ends: {ends}",
         f"  latency ({kind})  {_ms(lat, ('p50', 'p95', 'p99', 'max'))}"
         f"   n={lat['count']}  probes returned {d['probes_returned']}/{d['probes']}",
-        f"  playout queue     {_ms(d['playout_queue_ms'], ('p50', 'max'))}",
+        f"  + playout queue   {_ms(d['playout_queue_ms'], ('p50', 'max'))}",
+        f"  = audible         {_ms(d['audible_latency_ms'], ('p50', 'p95', 'p99', 'max'))}",
     ]
     if d["lost_ms_per_call"] is not None:
         lines.append(f"  lost              {d['lost_ms_per_call']:.1f} ms/call "

@@ -4,6 +4,10 @@
 with ``calls``, ``latency_ms`` {p50, p95, p99, max}, ``lost_ms_per_call``, ``jitter_ms``,
 ``underruns``, ``handshake_failures`` and the generator's own ``send_lag_ms`` (so a
 saturated load generator is never mistaken for a slow server), plus per-call summaries.
+
+``latency_ms`` is timed on the returned-audio timeline (when the onset reached the
+caller); ``playout_queue_ms`` is how long it then waited in the provider's playout buffer
+behind earlier audio, and ``audible_latency_ms`` is the sum: when the caller heard it.
 """
 
 from __future__ import annotations
@@ -146,6 +150,11 @@ class RunReport:
         return [v for c in self.calls for v in c.latencies_ms]
 
     @property
+    def audible_ms(self) -> list[float]:
+        """Latency plus the playout-queue wait: when the caller actually heard each onset."""
+        return [v + q for c in self.calls for v, q in zip(c.latencies_ms, c.queue_ms, strict=True)]
+
+    @property
     def handshake_failures(self) -> int:
         return sum(c.handshake_failed for c in self.calls)
 
@@ -220,6 +229,7 @@ class RunReport:
             "latency_kind": self.latency_kind,
             "latency_ms": lat,
             "playout_queue_ms": summarize([v for c in self.calls for v in c.queue_ms]),
+            "audible_latency_ms": summarize(self.audible_ms),
             "probes": sum(c.probes for c in self.calls),
             "probes_returned": sum(c.probes_returned for c in self.calls),
             "lost_ms_per_call": _r(self.lost_ms_per_call),
