@@ -22,7 +22,7 @@ from typing import Any
 
 from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.audio.vad.silero import SileroVADAnalyzer
-from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
@@ -39,12 +39,12 @@ from pipecat.frames.frames import (
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.audio.vad_processor import VADProcessor
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
 from pipecat.workers.runner import WorkerRunner
 
 from mediastream.protocols.events import CallInfo
 
-__all__ = ["ParrotProcessor", "build_worker", "load_asset", "run_bot"]
+__all__ = ["ParrotProcessor", "PrimedVADProcessor", "build_worker", "load_asset", "run_bot"]
 
 #: Silero's model takes 8 or 16 kHz only.
 VAD_RATES = (8000, 16000)
@@ -169,12 +169,34 @@ class ParrotProcessor(FrameProcessor):
         await self.push_frame(frame)
 
 
+class PrimedVADProcessor(VADProcessor):
+    """A VADProcessor whose analyzer has heard ``prime_secs`` of silence before the call.
+
+    Silero's recurrent state and the analyzer's smoothed volume both start from zero, and
+    from there the first half second of a call is judged too quietly: a caller who
+    speaks at once (a short "hello" as the greeting starts) was never heard. Silence
+    first puts both where they would be on a line that had been open a moment.
+    """
+
+    def __init__(self, *, vad_analyzer: VADAnalyzer, prime_secs: float = 0.5,
+                 **kwargs: Any) -> None:
+        super().__init__(vad_analyzer=vad_analyzer, **kwargs)
+        self._analyzer = vad_analyzer
+        self._prime_secs = prime_secs
+
+    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
+        await super().setup(setup)
+        samples = round(self._prime_secs * self._analyzer.sample_rate)
+        await self._analyzer.analyze_audio(bytes(2 * samples))
+
+
 def build_worker(transport: Any, **worker_args: Any) -> PipelineWorker:
     """input -> Silero VAD -> parrot -> output, at the transport's rate."""
     rate = transport.sample_rate
     if rate not in VAD_RATES:
         raise ValueError(f"the parrot's Silero VAD needs 8000 or 16000 Hz, the call has {rate}")
-    vad = VADProcessor(vad_analyzer=SileroVADAnalyzer(params=VADParams(stop_secs=TURN_STOP_SECS)))
+    vad = PrimedVADProcessor(
+        vad_analyzer=SileroVADAnalyzer(params=VADParams(stop_secs=TURN_STOP_SECS)))
     parrot = ParrotProcessor(
         sample_rate=rate, greeting=load_asset("greeting.wav"), goodbye=load_asset("goodbye.wav")
     )

@@ -19,7 +19,6 @@ from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
-from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.workers.runner import WorkerRunner
 
 from bot import parrot
@@ -46,7 +45,7 @@ class Parrot:
     def __init__(self) -> None:
         self.call = MemoryCall(sample_rate=RATE)
         transport = MediaStreamTransport(self.call)
-        vad = VADProcessor(vad_analyzer=SileroVADAnalyzer(
+        vad = parrot.PrimedVADProcessor(vad_analyzer=SileroVADAnalyzer(
             params=VADParams(stop_secs=parrot.TURN_STOP_SECS)))
         self.processor = parrot.ParrotProcessor(
             sample_rate=RATE, greeting=(GREETING, RATE), goodbye=(GOODBYE, RATE))
@@ -105,6 +104,17 @@ async def test_greets_then_plays_the_callers_turn_back() -> None:
         assert core in played.pcm
         assert abs(len(played.pcm) - len(words)) / 2 / RATE < 0.8
         assert len(p.call.clears) == 0
+
+
+@pytest.mark.asyncio
+async def test_a_caller_who_speaks_at_once_is_heard() -> None:
+    # Without priming, Silero and the smoothed volume start from zero and miss a short
+    # word in the first half second of the call.
+    async with Parrot() as p:
+        words, _ = load_wav("goodbye.wav")
+        p.call.feed(words + SILENCE)
+        await until(lambda: len(p.call.sent) == 2)
+        assert words[int(0.1 * RATE) * 2: int(0.4 * RATE) * 2] in p.call.sent[1].pcm
 
 
 @pytest.mark.asyncio
