@@ -292,3 +292,20 @@ def test_stop_flushes_the_tail_and_ends_the_call_once() -> None:
     assert session.receive_event(StreamStopped(), 0.2) == []
     assert session.receive_event(AudioReceived(payloads[3], PCMU_8K, chunk=4), 0.2) == []
     assert session.end("again", 0.3) == []
+
+
+def test_a_mid_stream_format_change_is_followed() -> None:
+    session = CallSession(call_info("telnyx"), now=0.0)
+    l16 = MediaFormat("l16", 16000, byteorder="big")
+    out: list[CallEvent] = []
+    for i, f in enumerate(_frames(tone(1000, 0.4, 8000), 160)):
+        payload = ulaw_encode(f).tobytes()
+        out += session.receive_event(AudioReceived(payload, PCMU_8K, chunk=i + 1), 0.0)
+    for i, f in enumerate(_frames(tone(1000, 0.4, 16000), 320)):
+        out += session.receive_event(AudioReceived(l16be_encode(f), l16, chunk=21 + i), 0.4)
+    audio = [e for e in out if isinstance(e, InboundAudio)]
+    assert all(len(a.pcm) == 640 for a in audio) and len(audio) == 40
+    y = _pcm(audio)
+    assert dominant_frequency(y[800:6000], 16000) == pytest.approx(1000, abs=3)
+    assert dominant_frequency(y[7000:], 16000) == pytest.approx(1000, abs=3)
+    assert tone_purity_db(y[7000:], 16000, 1000) > 30

@@ -20,6 +20,7 @@ from mediastream.session import CallSession
 from tests._util_session import (
     FakeProvider,
     call_info,
+    clear,
     dominant_frequency,
     drive,
     end_utterance,
@@ -227,3 +228,15 @@ def test_a_real_time_bot_with_jitter_gets_at_most_one_silence_frame() -> None:
     drive(session, fake, actions, until=3.0)
     assert session.stats.idle_flushes <= 2  # the last one is the real end
     assert len(fake.frames) <= 100 + 2
+
+
+def test_a_clear_drops_the_partial_frame_and_restarts_the_resampler() -> None:
+    session = CallSession(call_info(), now=0.0)
+    fake = FakeProvider()
+    a = tone(440, 0.505, 24000)  # leaves a partial frame and a filter tail behind
+    b = tone(880, 0.3, 24000)
+    actions = [(0.0, send(a, 24000)), (0.1, clear(fake)),
+               (0.5, send(b, 24000)), (0.5, end_utterance)]
+    drive(session, fake, actions, until=2.0)
+    after = b"".join(c.payload for t, c in fake.received if isinstance(c, SendAudio) and t >= 0.5)
+    assert after == _spurt_on_wire(b, 24000)  # nothing of ``a`` leaks into the next utterance
