@@ -22,7 +22,6 @@ from mediastream.call import CallEvent, InboundAudio
 from mediastream.errors import InvalidMessageError
 from mediastream.protocols.events import MediaFormat
 from mediastream.session.codec import (
-    FRAME_S,
     SUPPORTED_RATES,
     check_format,
     decoder_for,
@@ -62,7 +61,7 @@ class InboundPath:
             )
         self._rate = bot_rate
         self._stats = stats
-        self._frame_samples = int(bot_rate * FRAME_S)
+        self._frame_samples = bot_rate // 50  # 20 ms
         self._frame_bytes = 2 * self._frame_samples
         self._buf = bytearray()
         self._fmt = fmt
@@ -75,7 +74,7 @@ class InboundPath:
         #: The resampler has not produced anything yet: its first output gets the lead pad.
         self._fresh = True
         #: Input samples one missing provider frame stands for (the last frame's size).
-        self._fill_samples = int(fmt.sample_rate * FRAME_S)
+        self._fill_samples = fmt.sample_rate // 50
         self._zeros: Int16Array = np.zeros(self._fill_samples, dtype=np.int16)
 
     def _is_passthrough(self, fmt: MediaFormat) -> bool:
@@ -109,7 +108,7 @@ class InboundPath:
             self._resampler = StreamResampler(fmt.sample_rate, self._rate)
             # Mid-stream the buffer already carries audio: no lead pad for the new filter.
             self._fresh = not self._buf
-        self._fill_samples = int(fmt.sample_rate * FRAME_S)
+        self._fill_samples = fmt.sample_rate // 50
         self._zeros = np.zeros(self._fill_samples, dtype=np.int16)
         return self._cut(False)
 

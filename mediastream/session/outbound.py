@@ -22,7 +22,6 @@ from audiocodecs.pcm import Int16Array
 from audiocodecs.resample import StreamResampler
 from mediastream.protocols.events import MediaFormat
 from mediastream.session.codec import (
-    FRAME_S,
     SUPPORTED_RATES,
     check_format,
     encoder_for,
@@ -189,7 +188,3 @@ class OutboundEncoder:
             frames.append(bytes(buf[:fb]))
             del buf[:fb]
         return frames
-
-    @property
-    def frame_s(self) -> float:
-        return FRAME_S
