@@ -1,9 +1,10 @@
 """Audio codecs for telephony media streams: G.711, L16 and sample-rate conversion.
 
-Pure functions on numpy arrays; imports nothing else of ours.
+Pure functions and one streaming class on numpy arrays; imports nothing else of ours.
 
 * :mod:`audiocodecs.g711`: μ-law / A-law <-> int16, bit-exact with ``audioop``.
 * :mod:`audiocodecs.pcm`: 16-bit linear PCM in either byte order, input normalising.
+* :mod:`audiocodecs.resample`: low-delay streaming resampler, chunking-exact.
 
 PCM is always a 1-D native ``int16`` array (mono); G.711 codes are a 1-D ``uint8``
 array.  Bytes-like inputs are accepted everywhere (PCM bytes are little-endian).
@@ -31,10 +32,13 @@ from .pcm import (
     l16le_encode,
     pcm_silence,
 )
+from .resample import SUPPORTED_RATES, StreamResampler, resample
 
 __all__ = [
     "ALAW_SILENCE",
+    "SUPPORTED_RATES",
     "ULAW_SILENCE",
+    "StreamResampler",
     "alaw_decode",
     "alaw_encode",
     "alaw_silence",
@@ -44,6 +48,7 @@ __all__ = [
     "l16le_decode",
     "l16le_encode",
     "pcm_silence",
+    "resample",
     "ulaw_decode",
     "ulaw_encode",
     "ulaw_silence",
