@@ -148,7 +148,8 @@ async def test_audio_sent_after_a_clear_shows_in_clear_to_silence() -> None:
         report = await asyncio.wait_for(
             run_calls(srv.url("twilio"), provider="twilio", seconds=1.0), scaled(10))
     (ctos,) = report.calls[0].clear_to_silence_ms
-    assert ctos == pytest.approx(100, abs=2)
+    # (It plays from the next 20 ms playout tick on.)
+    assert 100 <= ctos <= 121
 
 
 @pytest.mark.asyncio

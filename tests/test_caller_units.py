@@ -231,34 +231,34 @@ def test_fault_specs() -> None:
 # ------------------------------------------------------------------ playout buffer
 
 
-def test_playout_queues_plays_marks_after_their_audio_and_clears() -> None:
+def test_playout_plays_20_ms_per_tick_acks_marks_after_their_audio_and_clears() -> None:
     p = Playout(rate=8000, t_ref=100.0)
     frame = b"\x00" * 160  # 20 ms of loud μ-law (code 0 is full scale)
-    for _ in range(10):  # 200 ms sent at once at t = 100.0: queued back to back
-        p.enqueue(frame, PCMU, 100.0)
-    assert p.end_index == 1600
-    assert not p.add_mark("m1", 100.0)
-    assert p.advance(100.19) == []
-    assert p.advance(100.2) == ["m1"]
-    # A mark with nothing queued is played at once (§2.2, Telnyx).
+    p.enqueue(frame * 10, PCMU, 100.001)  # 200 ms in one message, just after tick 100.0
+    assert not p.add_mark("m1", 100.001)
+    # The tick due at 100.0 comes before the audio arrived: it waits for the next tick.
+    assert p.advance(100.0) == [] and p.pieces == []
+    acks = [p.advance(100.02 + k * 0.02) for k in range(11)]
+    # Ten ticks play it (100.02 .. 100.22); the mark is acknowledged on the tick at its end.
+    assert acks[:10] == [[]] * 10 and acks[10] == ["m1"]
+    assert [piece.start for piece in p.pieces] == [160 * (k + 1) for k in range(10)]
+    # A mark with nothing queued or playing is played at once (§2.2, Telnyx).
     assert p.add_mark("now", 100.3)
-    # Audio arriving after the buffer ran dry starts on arrival, and the gap is recorded.
-    p.enqueue(frame, PCMU, 100.5)
-    assert p.segments[-1].start == 4000 and p.gaps[-1].seconds == pytest.approx(0.3)
-    for _ in range(9):
-        p.enqueue(frame, PCMU, 100.5)
-    assert not p.add_mark("m2", 100.5)
-    # Clear 50 ms in: later audio is dropped, the pending mark is returned.
-    assert p.clear(100.55) == ["m2"]
-    assert p.end_index == 4400 and p.advance(101.0) == []
+    # Audio after the buffer ran dry resumes on a tick; the gap is recorded then.
+    p.enqueue(frame * 5, PCMU, 100.395)
+    assert not p.add_mark("m2", 100.395)
+    p.advance(100.40)
+    assert p.gaps[-1].index == 1760 and p.gaps[-1].seconds == pytest.approx(0.18)
+    # A clear 5 ms into that tick: the rest is dropped, the pending mark returned.
+    assert p.clear(100.405) == ["m2"]
+    assert p.end_index == 3240 and p.advance(100.42) == [] and p.advance(101.0) == []
     heard = p.heard()
-    assert len(heard) == 4400
-    assert np.all(heard[:1600] != 0) and np.all(heard[1600:4000] == 0)
-    assert np.all(heard[4000:4400] != 0)
-    # The returned-audio timeline: queued audio arrived (all at 100.0) before it played;
-    # a sample's returned time is its message's arrival plus its offset in the message.
-    times = p.arrival_times(np.array([0, 800, 810, 4000, 4200]))
-    assert times == pytest.approx([100.0, 100.0, 100.00125, 100.5, 100.505])
+    assert len(heard) == 3240
+    assert np.all(heard[160:1760] != 0) and np.all(heard[1760:3200] == 0)
+    assert np.all(heard[3200:3240] != 0)
+    # The returned-audio timeline: when each played sample had arrived.
+    times = p.arrival_times(np.array([160, 170, 320, 3200]))
+    assert times == pytest.approx([100.001, 100.00225, 100.021, 100.395])
 
 
 # ------------------------------------------------------------------ the detector

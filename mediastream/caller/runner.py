@@ -139,7 +139,8 @@ async def run_calls(
             asyncio.create_task(_start_later(sim, ramp * i / calls), name=f"call-{i}")
             for i, sim in enumerate(sims)
         ]
-        reports = await asyncio.gather(*tasks)
+        await asyncio.gather(*tasks)
+        reports = [sim.finish() for sim in sims]
     finally:
         if reporter is not None:
             reporter.cancel()
@@ -160,7 +161,7 @@ async def run_calls(
 async def _start_later(sim: SimulatedCall, delay: float) -> CallReport:
     if delay > 0:
         await asyncio.sleep(delay)
-    return await sim.run()
+    return await sim.run(analyze=False)
 
 
 async def _report_progress(

@@ -163,6 +163,8 @@ class SimulatedCall:
         self.send_times = np.zeros(0)
         self.lags = np.zeros(0)
         self._done: asyncio.Future[None] | None = None
+        self._streamed = False
+        self._finished = False
 
     @property
     def streaming(self) -> bool:
@@ -175,8 +177,12 @@ class SimulatedCall:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def run(self) -> CallReport:
-        """Place the call, stream it to the end, and return its report."""
+    async def run(self, *, analyze: bool = True) -> CallReport:
+        """Place the call, stream it to the end, and return its report.
+
+        With ``analyze=False`` the measurements wait for :meth:`finish`: a load run
+        analyses every call after the last one ended, so numpy work never delays the
+        frames of calls still streaming."""
         r = self.report
         r.started_at = time.monotonic() - self.run_start
         try:
@@ -202,7 +208,9 @@ class SimulatedCall:
             r.warnings.append(f"call did not end within {limit:.0f} s; aborted")
             self.conn.abort()
             await self._done
-        self._finish()
+        self._streamed = True
+        if analyze:
+            self.finish()
         return r
 
     async def _connect(self) -> None:
@@ -321,7 +329,7 @@ class SimulatedCall:
                     digit = event[5:]
                     conn.send_text(dialect.dtmf(digit))
                     self.report.dtmf_sent += digit
-        for name in self.playout.advance(now):
+        for name in self.playout.advance(due):
             self._acknowledge(name)
         if self.j >= len(plan.frames):
             self._hang_up()
@@ -491,9 +499,12 @@ class SimulatedCall:
 
     # ------------------------------------------------------------------ results
 
-    def _finish(self) -> None:
+    def finish(self) -> CallReport:
+        """Take the measurements of a call that has ended (once)."""
         plan, r = self.plan, self.report
-        assert plan is not None
+        if plan is None or not self._streamed or self._finished:
+            return r
+        self._finished = True
         playout = self.playout
         heard = playout.heard()
         frames_sent = self.j
@@ -521,3 +532,6 @@ class SimulatedCall:
             path = self.settings.record_dir / f"call-{self.index:04d}-heard.wav"
             write_wav(path, heard, playout.rate)
             r.recording = str(path)
+        # The audio is no longer needed; a long run keeps only the figures.
+        self.playout = Playout(rate=playout.rate, t_ref=playout.t_ref)
+        return r
