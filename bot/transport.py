@@ -38,6 +38,9 @@ into the server's :data:`~mediastream.call.BotRunner`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -247,6 +250,10 @@ class MediaStreamOutputTransport(BaseOutputTransport):
         self._speaking = False
         self._speaking_frame_time = 0.0
         self._finish_task: asyncio.Task[None] | None = None
+        self._timed: list[tuple[int, int, Frame]] = []
+        self._timed_order = itertools.count()
+        self._timed_task: asyncio.Task[None] | None = None
+        self._timed_wake = asyncio.Event()
         for name, value in (("audio_out_mixer", params.audio_out_mixer),
                             ("audio_out_filter", params.audio_out_filter)):
             if value is not None:
@@ -256,19 +263,24 @@ class MediaStreamOutputTransport(BaseOutputTransport):
     # ------------------------------------------------------------------ frames
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        # FrameProcessor's own bookkeeping (process task on StartFrame, dropping queued
-        # interruptible frames on InterruptionFrame, cancelling on CancelFrame), without
-        # BaseOutputTransport's MediaSender.
+        # FrameProcessor's own bookkeeping (observers, metrics, the cancelling flag),
+        # without BaseOutputTransport's MediaSender.
         await FrameProcessor.process_frame(self, frame, direction)
 
         if isinstance(frame, StartFrame):
             await self.push_frame(frame, direction)
             await self.start(frame)
-        elif isinstance(frame, (EndFrame, CancelFrame)):
+        elif isinstance(frame, EndFrame):
+            await self._finish(frame)
+            await self._release_timed(everything=True)  # the words were heard: release them
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, CancelFrame):
+            self._drop_timed(keep_uninterruptible=False)
             await self._finish(frame)
             await self.push_frame(frame, direction)
         elif isinstance(frame, InterruptionFrame):
             self._interrupt()
+            self._drop_timed(keep_uninterruptible=True)
             await self.push_frame(frame, direction)
         elif isinstance(frame, OutputDTMFUrgentFrame):
             await self.write_dtmf(frame)
@@ -291,8 +303,51 @@ class MediaStreamOutputTransport(BaseOutputTransport):
             await self.write_dtmf(frame)
         elif isinstance(frame, OutputTransportMessageFrame):
             pass
+        elif frame.pts:
+            self._schedule_timed(frame)
         else:
             await self.push_frame(frame, direction)
+
+    # ------------------------------------------------------------ timed frames
+    #
+    # TTS services with word timestamps (Cartesia) give each TTSTextFrame, and the
+    # reply's LLMFullResponseEndFrame, a presentation time on the pipeline clock: when
+    # the caller hears that word. Released then, not at once, the assistant aggregator
+    # after the output keeps only words actually spoken when the caller barges in
+    # (BaseOutputTransport's clock task does the same).
+
+    def _schedule_timed(self, frame: Frame) -> None:
+        pts: int = frame.pts or 0
+        heapq.heappush(self._timed, (pts, next(self._timed_order), frame))
+        if self._timed_task is None:
+            self._timed_task = self.create_task(self._timed_loop(), "timed")
+        self._timed_wake.set()
+
+    async def _timed_loop(self) -> None:
+        clock = self.get_clock()
+        while True:
+            self._timed_wake.clear()
+            if not self._timed:
+                await self._timed_wake.wait()
+                continue
+            delay = (self._timed[0][0] - clock.get_time()) / 1e9
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._timed_wake.wait(), delay)
+                continue
+            await self._release_timed(everything=False)
+
+    async def _release_timed(self, *, everything: bool) -> None:
+        now = self.get_clock().get_time()
+        while self._timed and (everything or self._timed[0][0] <= now):
+            _, _, frame = heapq.heappop(self._timed)
+            await self.push_frame(frame)
+
+    def _drop_timed(self, *, keep_uninterruptible: bool) -> None:
+        kept = [item for item in self._timed if keep_uninterruptible and not item[2].interruptible]
+        heapq.heapify(kept)
+        self._timed = kept
+        self._timed_wake.set()
 
     def _send_audio(self, frame: OutputAudioRawFrame) -> None:
         audio = frame.audio
@@ -421,6 +476,9 @@ class MediaStreamOutputTransport(BaseOutputTransport):
         if self._gap_timer is not None:
             self._gap_timer.cancel()
             self._gap_timer = None
+        if self._timed_task is not None:
+            await self.cancel_task(self._timed_task)
+            self._timed_task = None
 
 
 class MediaStreamTransport(BaseTransport):

@@ -28,6 +28,7 @@ from pipecat.frames.frames import (
     InterruptionFrame,
     OutputAudioRawFrame,
     OutputDTMFFrame,
+    TextFrame,
     TTSStoppedFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
@@ -395,3 +396,61 @@ async def test_pipecat_runner_lets_a_crash_reach_the_server() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         await runner(call)
     assert call.hangups == []  # the server's error boundary closes it with 1011
+
+
+# ---------------------------------------------------------------------- timed frames
+
+
+class After:
+    """input -> output -> recorder: what the output lets through, and when."""
+
+    def __init__(self, call: MemoryCall) -> None:
+        self.call = call
+        self.transport = MediaStreamTransport(call)
+        self.recorder = Recorder()
+        self.worker = PipelineWorker(
+            Pipeline([self.transport.input(), self.transport.output(), self.recorder]),
+            params=PipelineParams(audio_in_sample_rate=16000), enable_rtvi=False,
+            enable_turn_tracking=False, idle_timeout_secs=None)
+
+    def now(self) -> int:
+        return int(self.transport.output().get_clock().get_time())
+
+    def texts(self) -> list[str]:
+        return [s.frame.text for s in self.recorder.of(TextFrame)]  # type: ignore[attr-defined]
+
+
+def text(value: str, pts: int | None = None, interruptible: bool = True) -> TextFrame:
+    frame = TextFrame(text=value)
+    frame.pts = pts
+    frame.interruptible = interruptible
+    return frame
+
+
+@pytest.mark.asyncio
+async def test_timed_frames_are_released_when_heard_and_dropped_on_interruption() -> None:
+    call = MemoryCall()
+    a = After(call)
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(a.worker)
+    run = asyncio.create_task(runner.run())
+    await until(lambda: bool(a.recorder.seen))
+    t0 = time.monotonic()
+    now = a.now()
+    await a.worker.queue_frames([text("later", now + 300_000_000), text("now")])
+    await until(lambda: a.texts() == ["now"])
+    await until(lambda: a.texts() == ["now", "later"])
+    later = next(s for s in a.recorder.of(TextFrame) if s.frame.text == "later")  # type: ignore[attr-defined]
+    assert later.at - t0 >= 0.3 - 0.01
+
+    now = a.now()
+    await a.worker.queue_frames([text("cut", now + 400_000_000),
+                                 text("kept", now + 300_000_000, interruptible=False)])
+    await asyncio.sleep(0.05)
+    await a.worker.queue_frames([InterruptionFrame()])
+    await asyncio.sleep(0.5)
+    assert a.texts() == ["now", "later", "kept"]
+
+    await a.worker.queue_frames([text("at the end", a.now() + 5_000_000_000), EndFrame()])
+    await asyncio.wait_for(run, scaled(3))  # released before the EndFrame, not in 5 s
+    assert a.texts()[-1] == "at the end"
