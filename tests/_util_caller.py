@@ -215,7 +215,9 @@ class EchoServer:
         drop: Callable[[int], bool] = lambda index: False,
         on_media: Callable[[Connection, bytes, float], None] | None = None,
         reject: int = 0,
+        ssl: Any = None,
     ) -> None:
+        self.ssl = ssl
         self.drop = drop
         self.on_media = on_media
         self.reject = reject
@@ -229,7 +231,8 @@ class EchoServer:
 
     async def __aenter__(self) -> EchoServer:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: Connection(self), "127.0.0.1", 0)
+        self._server = await loop.create_server(
+            lambda: Connection(self), "127.0.0.1", 0, ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -242,4 +245,5 @@ class EchoServer:
         await self._server.wait_closed()
 
     def url(self, provider: str) -> str:
-        return f"ws://127.0.0.1:{self.port}/{provider}"
+        scheme = "wss" if self.ssl is not None else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}/{provider}"

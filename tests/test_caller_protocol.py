@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -219,3 +221,58 @@ async def test_handshake_failures_are_counted_not_raised() -> None:
     assert "HTTP 403" in (rejected.calls[0].failure or "")
     assert refused.handshake_failures == 1
     assert refused.to_dict()["latency_ms"]["count"] == 0
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.mark.asyncio
+async def test_wss_streams_verify_the_certificate(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    async with EchoServer(0.0, ssl=server_ctx) as srv:
+        ok, untrusted = await asyncio.wait_for(asyncio.gather(
+            run_calls(srv.url("twilio"), provider="twilio", seconds=1.0, ssl_context=trusting,
+                      secret="tok"),
+            run_calls(srv.url("twilio"), provider="twilio", seconds=1.0),
+        ), scaled(10))
+        headers = srv.connections[0].request_headers
+    call = ok.calls[0]
+    assert srv.url("twilio").startswith("wss://")
+    assert call.end == "completed" and call.probes_returned == call.probes > 0
+    # The upgrade carries Twilio's signature over the wss:// URL (§1.7).
+    from twilio.request_validator import RequestValidator
+
+    assert RequestValidator("tok").validate(srv.url("twilio"), {}, headers["x-twilio-signature"])
+    # A certificate nobody vouches for is a handshake failure, not a crash.
+    assert untrusted.handshake_failures == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in (untrusted.calls[0].failure or "")

@@ -41,6 +41,7 @@ from .dialects import (
 from .faults import FaultPlan
 from .playout import Playout
 from .report import CallReport
+from .signing import twilio_signature
 from .ticker import Ticker
 
 if TYPE_CHECKING:
@@ -227,6 +228,11 @@ class SimulatedCall:
         else:
             assert s.url is not None
             target = StreamTarget(s.url)
+            if s.provider == "twilio" and s.secret:
+                # §1.7: Twilio signs the upgrade over the wss:// URL, no parameters.
+                target = StreamTarget(
+                    s.url, headers={"X-Twilio-Signature": twilio_signature(s.secret, s.url)}
+                )
         self.target = target
         self.report.stream_url = target.url
         self.report.warnings.extend(target.warnings)
