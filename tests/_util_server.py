@@ -88,6 +88,7 @@ class FakeProvider:
     audio: bytearray = field(default_factory=bytearray)
     _pump: asyncio.Task[None] | None = None
     _progress: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: set[asyncio.Future[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         n = random.randrange(1 << 30)
@@ -330,24 +331,61 @@ class FakeProvider:
         return message
 
     def start_pump(self, *, echo_marks: bool = True) -> None:
-        """Read in the background like the provider: collect audio, acknowledge marks."""
+        """Read in the background like the provider (see :meth:`pump`)."""
         self._pump = asyncio.create_task(self.pump(echo_marks=echo_marks))
 
     async def pump(self, *, echo_marks: bool = True) -> None:
+        """Play the provider's side of the outbound stream, with a real-time playout model.
+
+        Audio "plays" in arrival order at its real duration. A mark is acknowledged when
+        the audio before it has played (§1.2, §2.2; Plivo ``playedStream``, §3.2). A clear
+        drops what has not played; Twilio and Telnyx then return every pending mark at
+        once (§5.2), Plivo answers ``clearedAudio`` and never acknowledges them (§3.3).
+        """
         assert self.ws is not None
+        loop = asyncio.get_running_loop()
+        play_end = loop.time()
+        pending: list[tuple[asyncio.TimerHandle, str]] = []
+        frame_s = 0.02 / self.frame_bytes
+
+        def acknowledge(name: str) -> None:
+            pending[:] = [(h, n) for h, n in pending if n != name]
+            self._spawn(self.send(self.mark_echo(name)))
+
         with contextlib.suppress(websockets.ConnectionClosed):
             async for raw in self.ws:
                 assert isinstance(raw, str), "servers must send text frames (protocols.md §0)"
                 message: dict[str, Any] = json.loads(raw)
                 kind = self.check(message)
                 self.received.append(message)
+                now = loop.time()
                 if kind == "media":
-                    self.audio += self.payload_of(message)
+                    payload = self.payload_of(message)
+                    self.audio += payload
+                    play_end = max(play_end, now) + len(payload) * frame_s
                 elif kind == "mark" and echo_marks:
-                    await self.send(self.mark_echo(self.mark_name(message)))
+                    name = self.mark_name(message)
+                    pending.append((loop.call_at(play_end, acknowledge, name), name))
+                elif kind == "clear":
+                    play_end = now
+                    for handle, name in pending:
+                        handle.cancel()
+                        if self.provider != "plivo" and echo_marks:
+                            await self.send(self.mark_echo(name))
+                    pending.clear()
+                    if self.provider == "plivo":
+                        await self.send(self.cleared())
                 self._progress.set()
                 self._progress.clear()
+        for handle, _ in pending:
+            handle.cancel()
         self._progress.set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_ignore_closed)
 
     async def wait_until(self, predicate: Any, timeout: float = 10.0) -> None:
         """Wait (while pumping) until ``predicate(self)`` holds; fails on close/timeout."""
@@ -375,6 +413,12 @@ class FakeProvider:
                         await self.ws.recv()
             await self.ws.wait_closed()
         return self.ws.close_code, self.ws.close_reason
+
+
+def _ignore_closed(task: asyncio.Future[None]) -> None:
+    # An acknowledgement racing the close is not an error of the server's.
+    if not task.cancelled() and isinstance(task.exception(), websockets.ConnectionClosed):
+        return
 
 
 # --------------------------------------------------------------------------- bots

@@ -196,13 +196,20 @@ class MediaConnection:
         """End the call (first caller wins): record how, tell the bot, stop the tasks."""
         if self._close is None:
             self._close = (code, _reason(reason), outcome)
+        if not self._flush_on_close:
+            # Shutdown ends the session only after the flush (it drops unsent audio).
+            self._end_session()
+        if not self._finished.done():
+            self._finished.set_result(None)
+
+    def _end_session(self) -> None:
+        """Tell the session and the bot the call is over (idempotent)."""
+        reason = self._close[1] if self._close is not None else "ended"
         session, call = self._session, self._call
         if session is not None and call is not None and not session.ended:
             call.push(session.end(reason, self._loop.time()))
         if call is not None:
             call.end(reason)
-        if not self._finished.done():
-            self._finished.set_result(None)
 
     def shutdown(self) -> None:
         """Server shutdown: send what the bot already produced, then close with 1001."""
@@ -356,6 +363,7 @@ class MediaConnection:
             if self._flush_on_close:
                 await asyncio.wait({writer})
                 await self._flush(protocol, session)
+                self._end_session()
             await self._close_socket()
             done, _ = await asyncio.wait({bot}, timeout=config.bot_exit_timeout)
             if not done:
@@ -596,6 +604,7 @@ class MediaConnection:
     async def _teardown(self) -> None:
         if self._close is None:
             self.finish(1011, "internal error", "internal_error")
+        self._end_session()
         assert self._close is not None
         code, reason, outcome = self._close
         await self._close_socket()
