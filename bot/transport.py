@@ -173,6 +173,17 @@ class MediaStreamInputTransport(BaseInputTransport):
             await self.push_frame(frame)
 
     async def _receive(self) -> None:
+        try:
+            await self._receive_events()
+        except Exception:
+            # Without this task the bot is deaf and would never learn that the call
+            # ended: end the pipeline (the server then ends the call) rather than hang.
+            log.exception("[call %s] the transport stopped receiving; ending the pipeline",
+                          self._call.info.call_id)
+            await self.push_frame(CancelWorkerFrame(reason="transport failure"),
+                                  FrameDirection.UPSTREAM)
+
+    async def _receive_events(self) -> None:
         call = self._call
         output = self._transport.output()
         rate = call.sample_rate

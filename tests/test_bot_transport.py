@@ -39,6 +39,7 @@ from pipecat.workers.runner import WorkerRunner
 from bot import echo
 from bot.tones import DTMF_FREQUENCIES, dtmf_tone
 from bot.transport import MediaStreamTransport, pipecat_runner
+from mediastream.call import DtmfPressed
 from mediastream.protocols.events import CallInfo
 
 
@@ -454,3 +455,25 @@ async def test_timed_frames_are_released_when_heard_and_dropped_on_interruption(
     await a.worker.queue_frames([text("at the end", a.now() + 5_000_000_000), EndFrame()])
     await asyncio.wait_for(run, scaled(3))  # released before the EndFrame, not in 5 s
     assert a.texts()[-1] == "at the end"
+
+
+@pytest.mark.asyncio
+async def test_a_failing_call_ends_the_pipeline_instead_of_hanging(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class BrokenCall(MemoryCall):
+        async def receive(self) -> Any:
+            event = await super().receive()
+            if isinstance(event, DtmfPressed):
+                raise RuntimeError("session bug")
+            return event
+
+    call = BrokenCall()
+    with caplog.at_level(logging.ERROR, logger="bot.transport"):
+        bot = asyncio.create_task(pipecat_runner(echo.run_bot)(call))
+        call.feed(tone(440, 0.1, 16000))
+        await until(lambda: len(call.sent) == 5)
+        call.press("1")
+        await asyncio.wait_for(bot, scaled(5))
+    assert any("stopped receiving" in r.getMessage() and "CA-test" in r.getMessage()
+               for r in caplog.records)
