@@ -134,6 +134,12 @@ del _table
 
 # --- conversions ----------------------------------------------------------------------
 
+# Hot-path bindings: a 20 ms frame costs about a microsecond, so lookups count.
+_frombuffer = np.frombuffer
+_U16 = np.dtype(np.uint16)
+_I16 = np.dtype(np.int16)
+_ndarray = np.ndarray
+
 
 def _as_codes(data: BytesLike | UInt8Array) -> UInt8Array:
     """Return G.711 codes as a contiguous 1-D uint8 array (a view when possible)."""
@@ -154,6 +160,8 @@ def _as_codes(data: BytesLike | UInt8Array) -> UInt8Array:
 def _decode(
     data: BytesLike | UInt8Array, pairs: npt.NDArray[np.uint32], single: Int16Array
 ) -> Int16Array:
+    if type(data) is bytes and not len(data) & 1:  # the wire's case: straight to the table
+        return pairs.take(_frombuffer(data, _U16), mode="wrap").view(_I16)
     codes = _as_codes(data)
     n = codes.shape[0]
     if not n & 1:
@@ -208,7 +216,9 @@ def ulaw_encode(pcm: Int16Array | BytesLike) -> UInt8Array:
     Raises:
         TypeError: wrong type or dtype.  ValueError: array not 1-D, or odd byte count.
     """
-    return _ULAW_ENCODE.take(as_int16(pcm).view(np.uint16), mode="wrap")
+    if type(pcm) is _ndarray and pcm.dtype is _I16 and pcm.ndim == 1:
+        return _ULAW_ENCODE.take(pcm.view(_U16))
+    return _ULAW_ENCODE.take(as_int16(pcm).view(_U16), mode="wrap")
 
 
 def alaw_encode(pcm: Int16Array | BytesLike) -> UInt8Array:
@@ -223,7 +233,9 @@ def alaw_encode(pcm: Int16Array | BytesLike) -> UInt8Array:
     Raises:
         TypeError: wrong type or dtype.  ValueError: array not 1-D, or odd byte count.
     """
-    return _ALAW_ENCODE.take(as_int16(pcm).view(np.uint16), mode="wrap")
+    if type(pcm) is _ndarray and pcm.dtype is _I16 and pcm.ndim == 1:
+        return _ALAW_ENCODE.take(pcm.view(_U16))
+    return _ALAW_ENCODE.take(as_int16(pcm).view(_U16), mode="wrap")
 
 
 def ulaw_silence(n: int) -> bytes:
