@@ -159,6 +159,7 @@ class MediaConnection:
         self._flush_on_close = False
         self._hangup_started = False
         self._admitted = False
+        self._accounted = False
         self._opened_at = self._loop.time()
         #: Loop time of the last message received (idle-media watchdog).
         self.last_rx = self._opened_at
@@ -530,6 +531,7 @@ class MediaConnection:
     async def _close_socket(self) -> None:
         if self._close is None:
             return
+        self._account()
         code, reason, _ = self._close
         if code is None:
             return
@@ -606,15 +608,21 @@ class MediaConnection:
             self.finish(1011, "internal error", "internal_error")
         self._end_session()
         assert self._close is not None
-        code, reason, outcome = self._close
+        outcome = self._close[2]
         await self._close_socket()
         if self._admitted and outcome != "stopped" and not self._hangup_started:
             # The stream is gone but the call may not be (Telnyx keeps Call Control legs
             # up, protocols.md §5.8): hang up when control is configured.
             self._hangup_started = True
             await self._rest_hangup()
-        metrics = self._server.metrics
-        metrics.calls.labels(self.provider, outcome).inc()
+
+    def _account(self) -> None:
+        """Count and log the call's end, once, before the peer can see the close."""
+        if self._accounted or self._close is None:
+            return
+        self._accounted = True
+        code, reason, outcome = self._close
+        self._server.metrics.calls.labels(self.provider, outcome).inc()
         session = self._session
         if self._stats is not None and session is not None:
             self._stats.close(session.stats)
