@@ -335,3 +335,32 @@ async def _metrics(port: int) -> str:
 
 def test_json_helper_is_valid() -> None:
     assert json.loads(json.dumps(FakeProvider("plivo").start()))["event"] == "start"
+
+
+@pytest.mark.asyncio
+async def test_nothing_leaks_after_bad_clients() -> None:
+    async with running_server(echo_bot, first_message_timeout=0.2, head_timeout=0.2) as server:
+        for provider in PROVIDERS:
+            fake = FakeProvider(provider)
+            async with fake.connect(server):
+                await fake.open()
+                await fake.send(b"binary")
+                assert (await fake.closed())[0] == 1003
+            silent = FakeProvider(provider)
+            async with silent.connect(server):
+                assert (await silent.closed())[0] == 1008
+        assert await _status_of_upgrade(server.port, "/ws/nope") == 404
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"\x16\x03\x01")
+        assert (await reader.read()).startswith(b"HTTP/1.1 400")
+        writer.close()
+        await writer.wait_closed()
+        # Every handler has returned and every registry is empty again.
+        ws_server = server._ws_server
+        assert ws_server is not None
+        async with asyncio.timeout(scaled(5)):
+            while ws_server.handler_tasks:
+                await asyncio.wait(set(ws_server.handler_tasks))
+        assert server.media_connections == 0
+        assert server.active_calls == 0
+        assert not server._pending_heads

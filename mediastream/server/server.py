@@ -2,7 +2,7 @@
 
 Embedding::
 
-    from mediastream import Config
+    from mediastream.config import Config
     from mediastream.server import MediaStreamServer
 
     async def bot(call):                      # or an AgentRegistry
