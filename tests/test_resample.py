@@ -304,7 +304,14 @@ def test_group_delay_low(pair: tuple[int, int]) -> None:
     assert delay.min() <= r.delay <= delay.max()
 
 
-# --- bad arguments --------------------------------------------------------------------
+# --- arguments ------------------------------------------------------------------------
+
+
+def test_rates_given_as_other_numbers() -> None:
+    r = StreamResampler(np.int64(8000), 16000.0)  # type: ignore[arg-type]
+    assert (r.in_rate, r.out_rate) == (8000, 16000)
+    assert type(r.in_rate) is int and type(r.out_rate) is int
+
 
 
 def test_bad_arguments() -> None:
