@@ -44,16 +44,18 @@ async def test_known_delays_are_measured_within_2_ms_for_every_provider() -> Non
         (call,) = report.calls
         assert not call.handshake_failed and call.end == "completed", (provider, call.failure)
         assert call.probes == 5 and call.probes_returned == 5, (provider, delay)
-        median = statistics.median(call.latencies_ms)
-        # Never early; at most 2 ms late (loopback + the event loop's timer resolution,
-        # which is 1 ms for asyncio on Linux). A loaded machine scales the allowance.
-        assert delay * 1000 - 0.5 <= median <= delay * 1000 + scaled(2.0), (
-            provider, delay, call.latencies_ms)
-        # Against what the server really did (its timer can fire late): the simulator's
-        # figure is the server's hold time plus the two loopback trips, well under 1 ms.
+        # Against what the server really did: the simulator's figure is the server's hold
+        # time plus the two loopback trips, well under 1 ms.
         excess = [lat - hold for lat, hold in zip(call.latencies_ms, held[provider, delay],
                                                   strict=True)]
         assert 0.0 <= statistics.median(excess) <= scaled(1.0), (provider, delay, excess)
+        # And against D: never early, at most 2 ms late (loopback, plus the event loop's
+        # 1 ms timer resolution), plus however late the fixture's own timer fired on a
+        # busy machine (that is the fixture's error, not the simulator's).
+        fixture_late = max(0.0, statistics.median(held[provider, delay]) - delay * 1000)
+        median = statistics.median(call.latencies_ms)
+        assert delay * 1000 - 0.5 <= median <= delay * 1000 + 2.0 + fixture_late, (
+            provider, delay, call.latencies_ms, held[provider, delay])
         assert call.lost_ms is not None and call.lost_ms <= 0.5, (provider, delay)
         assert call.protocol_errors == 0, call.protocol_error_samples
         # Echoes still in flight when the caller hangs up are not heard.
@@ -75,9 +77,12 @@ async def test_other_codecs_round_trip(
             srv.url(provider), provider=provider, codec=codec, rate=rate,  # type: ignore[arg-type]
             seconds=2.0, probe=probe), scaled(10))
         start = srv.connections[0].events("start")[0]
+        conn = srv.connections[0]
+        held = [conn.hold_ms(frame) for frame in (5, 20, 35, 50, 65)]
     (call,) = report.calls
     assert call.probes_returned == call.probes == 5
-    assert 29.5 <= statistics.median(call.latencies_ms) <= 32.0
+    excess = [lat - hold for lat, hold in zip(call.latencies_ms, held, strict=True)]
+    assert 0.0 <= statistics.median(excess) <= scaled(1.0), (call.latencies_ms, held)
     assert call.lost_ms == 0 and call.protocol_errors == 0
     fmt = start["start"].get("mediaFormat") or start["start"]["media_format"]
     if provider == "plivo":

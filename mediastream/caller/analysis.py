@@ -183,7 +183,8 @@ def _measure_probes(
         if last >= frames_sent:
             break
         origin = float(send_times[probe.frame]) + offsets[probe.tone]
-        if origin + tone_s + cfg.tail_ms / 1000 > listen_end:
+        # Count it only if the caller listened for the tail after its last frame went out.
+        if float(send_times[last]) + (FRAME_MS + cfg.tail_ms) / 1000 > listen_end + 0.002:
             break
         m.probes_counted += 1
         k = int(np.searchsorted(start_times, origin - 0.001))

@@ -118,6 +118,21 @@ class SendPlan:
     def samples_per_frame(self) -> int:
         return self.fmt.sample_rate * FRAME_MS // 1000
 
+    @property
+    def last_signal_frame(self) -> int | None:
+        """The last frame of the last probe or utterance (``None``: nothing to measure)."""
+        if self.probes:
+            last = self.probes[-1]
+            return last.frame + last.frames - 1
+        if self.utterances:
+            return self.utterances[-1][1] - 1
+        return None
+
+    @property
+    def listen_s(self) -> float:
+        """How long the caller listens after the last probe/utterance before hanging up."""
+        return (self.probe.tail_ms if self.probe else 600) / 1000
+
 
 def _frames_b64(pcm: Int16Array, fmt: MediaFormat) -> tuple[list[bytes], Int16Array]:
     spf = fmt.sample_rate * FRAME_MS // 1000

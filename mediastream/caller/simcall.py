@@ -337,8 +337,16 @@ class SimulatedCall:
                     self.report.dtmf_sent += digit
         for name in self.playout.advance(due):
             self._acknowledge(name)
-        if self.j >= len(plan.frames):
+        if self.j >= len(plan.frames) and now >= self._hang_up_after(plan):
             self._hang_up()
+
+    def _hang_up_after(self, plan: SendPlan) -> float:
+        # Listen for the plan's tail after the last probe really went out: a generator
+        # that fell behind and caught up in a burst must not hang up on its own echo.
+        last = plan.last_signal_frame
+        if last is None or last >= self.j:
+            return 0.0
+        return float(self.send_times[last]) + FRAME_MS / 1000 + plan.listen_s - 0.001
 
     def _apply(self, event: str, now: float) -> bool:
         """Apply a scheduled event before frame j; False if the call stops ticking."""
@@ -404,6 +412,8 @@ class SimulatedCall:
             return
         self.hung_up = True
         now = time.monotonic()
+        # The last tick's frame covers 20 ms after it: the caller listened that long.
+        self.listen_end = now + FRAME_MS / 1000
         closing: list[bytes] = []
         if self._held is not None:
             closing.append(self._held)
