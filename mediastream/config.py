@@ -92,6 +92,10 @@ class Config:
     stream_token_ttl: float = 300.0
     #: Trust X-Forwarded-Proto/Host (only behind a proxy you control).
     trust_forwarded: bool = False
+    #: Serve TLS (https/wss) on the port itself: PEM certificate chain and key files.
+    #: Providers require a publicly trusted certificate (protocols.md §5.6).
+    tls_cert: str | None = None
+    tls_key: str | None = None
     #: Authenticate provider requests (webhook signatures, stream tokens). ``None``: on
     #: exactly when some provider's signing credential is configured.
     require_auth: bool | None = None

@@ -17,6 +17,7 @@ import os
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import websockets
@@ -66,6 +67,37 @@ def ulaw_payload(frames: int, seed: int = 1) -> bytes:
     rng = random.Random(seed)
     codes = [c for c in range(256) if c != 0x7F]
     return bytes(rng.choice(codes) for _ in range(160 * frames))
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files under ``tmp``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return cert_path, key_path
 
 
 # --------------------------------------------------------------------------- provider
@@ -302,7 +334,8 @@ class FakeProvider:
     async def connect(
         self, server: MediaStreamServer, path: str | None = None, **kwargs: Any
     ) -> AsyncIterator[FakeProvider]:
-        url = f"ws://127.0.0.1:{server.port}{path or self.path()}"
+        scheme = "wss" if kwargs.get("ssl") is not None else "ws"
+        url = f"{scheme}://127.0.0.1:{server.port}{path or self.path()}"
         async with connect(url, compression=None, max_size=None, open_timeout=scaled(5),
                            close_timeout=scaled(5), **kwargs) as ws:
             self.ws = ws

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
+from pathlib import Path
 
 import aiohttp
 import pytest
-from _util_server import FakeProvider, running_server, scaled, server_config, ulaw_payload
+from _util_server import (
+    FakeProvider,
+    running_server,
+    scaled,
+    self_signed,
+    server_config,
+    ulaw_payload,
+)
 from aiohttp import web
 
 from mediastream.echo import echo_bot
@@ -237,3 +246,33 @@ def test_parse_head() -> None:
     assert head.headers["x-a"] == "1, 2"
     with pytest.raises(BadHead):
         parse_head(b"GET /x HTTP/1.1\r\n: empty name")
+
+
+@pytest.mark.asyncio
+async def test_tls_on_the_port_itself(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    async with running_server(echo_bot, tls_cert=str(cert), tls_key=str(key)) as server:
+        fake = FakeProvider("twilio")
+        async with fake.connect(server, ssl=trusting):
+            await fake.open()
+            fake.start_pump()
+            sent = ulaw_payload(3)
+            for i in range(3):
+                await fake.send(fake.media(sent[i * 160 : (i + 1) * 160]))
+            assert await fake.wait_audio(len(sent)) == sent
+            await fake.send(fake.stop())
+            assert (await fake.closed())[0] == 1000
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"https://127.0.0.1:{server.port}/healthz", ssl=trusting) as r,
+        ):
+            assert r.status == 200
+        # Plain HTTP on the TLS port is not a TLS ClientHello: the handshake fails, the
+        # connection closes, and nothing else is affected.
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(scaled(5)):
+            assert not (await reader.read()).startswith(b"HTTP/1.1 200")
+        writer.close()
+        await writer.wait_closed()

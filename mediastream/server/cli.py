@@ -58,6 +58,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "an 'agent' custom parameter",
     )
     parser.add_argument("--public-url", help="https:// URL providers reach this server at")
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve TLS: certificate chain file")
+    parser.add_argument("--tls-key", metavar="PEM", help="serve TLS: private key file")
     parser.add_argument(
         "--workers", type=int, help="processes sharing the port (SO_REUSEPORT, Linux)"
     )
@@ -82,6 +84,8 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
         "port": args.port,
         "bot": args.bot,
         "public_url": args.public_url,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
         "workers": args.workers,
         "agents": ",".join(agents) if args.agent else None,
     }

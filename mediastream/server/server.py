@@ -38,6 +38,7 @@ import http
 import logging
 import signal
 import socket
+import ssl
 from collections.abc import Mapping
 from types import TracebackType
 from urllib.parse import parse_qsl
@@ -65,7 +66,7 @@ from .http import mount, mount_media_fallback
 from .metrics import ServerMetrics
 from .routes import MediaRoute, is_media_prefix, parse_media_path
 
-__all__ = ["MediaStreamServer", "registry_from_config", "serve"]
+__all__ = ["MediaStreamServer", "registry_from_config", "serve", "tls_context"]
 
 logger = logging.getLogger(__name__)
 _ws_logger = logging.getLogger("mediastream.server.websocket")
@@ -88,6 +89,15 @@ class _MediaSocket(ServerConnection):
     query: str = ""
 
 
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """A server TLS context from ``config.tls_cert``/``tls_key``, or ``None``."""
+    if not config.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key or None)
+    return context
+
+
 def registry_from_config(config: Config) -> AgentRegistry:
     """Load ``config.bot`` and ``config.agents`` (``NAME=SPEC,...``) into a registry."""
     agents = [
@@ -107,7 +117,8 @@ class MediaStreamServer:
     ``config.agents``. ``app``: an aiohttp application of yours to serve the plain-HTTP
     side from (the server mounts its routes on it). ``sock``: an already bound
     listening socket (the server then ignores ``config.host``/``config.port``).
-    ``reuse_port`` sets ``SO_REUSEPORT`` (``--workers``).
+    ``reuse_port`` sets ``SO_REUSEPORT`` (``--workers``). ``ssl``: serve TLS with this
+    context (default: one built from ``config.tls_cert``/``tls_key`` when set).
     """
 
     def __init__(
@@ -118,8 +129,10 @@ class MediaStreamServer:
         app: web.Application | None = None,
         sock: socket.socket | None = None,
         reuse_port: bool = False,
+        ssl: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config if config is not None else Config()
+        self._ssl = ssl if ssl is not None else tls_context(self.config)
         self.agents = registry_from_config(self.config) if bot is None else AgentRegistry.of(bot)
         self.metrics = ServerMetrics(self.config.metrics_multiproc_dir)
         self._app = app
@@ -291,8 +304,12 @@ class MediaStreamServer:
 
     async def _create_listener(self) -> asyncio.Server:
         loop = asyncio.get_running_loop()
+        # The TLS handshake gets the WebSocket handshake's bound (asyncio's own is 60 s).
+        handshake = self.config.handshake_timeout if self._ssl is not None else None
         if self._sock is not None:
-            self._listener = await loop.create_server(self._new_demux, sock=self._sock)
+            self._listener = await loop.create_server(
+                self._new_demux, sock=self._sock, ssl=self._ssl, ssl_handshake_timeout=handshake
+            )
         else:
             self._listener = await loop.create_server(
                 self._new_demux,
@@ -300,6 +317,8 @@ class MediaStreamServer:
                 self.config.port,
                 reuse_port=self._reuse_port or None,
                 backlog=1024,
+                ssl=self._ssl,
+                ssl_handshake_timeout=handshake,
             )
         return self._listener
 
