@@ -139,6 +139,7 @@ _frombuffer = np.frombuffer
 _U16 = np.dtype(np.uint16)
 _I16 = np.dtype(np.int16)
 _ndarray = np.ndarray
+_SLICE_BYTES = 1 << 17  # decode long inputs in slices of this many codes
 
 
 def _as_codes(data: BytesLike | UInt8Array) -> UInt8Array:
@@ -160,17 +161,22 @@ def _as_codes(data: BytesLike | UInt8Array) -> UInt8Array:
 def _decode(
     data: BytesLike | UInt8Array, pairs: npt.NDArray[np.uint32], single: Int16Array
 ) -> Int16Array:
-    if type(data) is bytes and not len(data) & 1:  # the wire's case: straight to the table
+    if type(data) is bytes and len(data) <= _SLICE_BYTES and not len(data) & 1:
+        # The wire's case (a frame of bytes): straight to the table.  mode="wrap" is a
+        # no-op for uint16 indices into 65,536 entries and skips the bounds check.
         return pairs.take(_frombuffer(data, _U16), mode="wrap").view(_I16)
     codes = _as_codes(data)
     n = codes.shape[0]
-    if not n & 1:
-        # mode="wrap" is a no-op for uint16 indices into 65,536 entries but takes numpy's
-        # fastest gather loop (no per-element bounds check).
-        return pairs.take(codes.view(np.uint16), mode="wrap").view(np.int16)
     out = np.empty(n, dtype=np.int16)
-    pairs.take(codes[:-1].view(np.uint16), out=out[:-1].view(np.uint32), mode="wrap")
-    out[-1] = single[codes[-1]]
+    pair_codes = codes[: n & ~1].view(np.uint16)
+    pair_out = out[: n & ~1].view(np.uint32)
+    # take() converts indices to intp first; in cache-sized slices that temporary stays
+    # in L2, which makes long inputs ~10% faster than one call.
+    for i in range(0, pair_codes.shape[0], _SLICE_BYTES // 2):
+        j = i + _SLICE_BYTES // 2
+        pairs.take(pair_codes[i:j], out=pair_out[i:j], mode="wrap")
+    if n & 1:
+        out[-1] = single[codes[-1]]
     return out
 
 
