@@ -186,8 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"\nEcho round trip, {args.provider} callers ({args.seconds:g} s calls, median of "
           f"{args.reps}; server pinned to core {server_core}, callers to core {client_core})."
-          "\nlatency = probe sent -> onset returned; audible = + wait in the provider's "
-          "playout buffer; cpu = server, fraction of one core; lag = our send lag.\n")
+          "\nms: latency = probe sent -> onset returned; aud = audible: + the wait in the "
+          "provider's playout buffer\n(its 20 ms clock and any lead the server keeps); "
+          "cpu = server, gen cpu = load generator, fractions of one core;\nlag99 = the "
+          "generator's send lag p99 (high = the generator, not the server, was short).\n")
     rows = []
     for calls in levels:
         for name in names:
@@ -197,10 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append([
                 str(calls), name, fmt(r.p50), fmt(r.p99), fmt(r.audible_p50),
                 fmt(r.audible_p99), fmt(r.lost), fmt(r.jitter, 5, 2), str(r.underruns),
-                fmt(r.cpu, 5, 2), fmt(r.lag_p99, 5), str(r.failures),
+                fmt(r.cpu, 5, 2), fmt(r.gen_cpu, 5, 2), fmt(r.lag_p99, 5), str(r.failures),
             ])
     print_table(["calls", "server", "p50", "p99", "aud50", "aud99", "lost/call", "jitter",
-                 "underruns", "cpu", "lag99", "failed"], rows)
+                 "underruns", "cpu", "gen cpu", "lag99", "failed"], rows)
     lag = max((r.lag_p99 or 0.0) for rs in by_stack.values() for r in rs)
     if lag > 5:
         print(f"\nnote: the load generator's send lag reached p99 {lag:.1f} ms: it was "

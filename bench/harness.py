@@ -199,6 +199,7 @@ class LevelResult:
     jitter: float | None = None
     underruns: int = 0
     cpu: float | None = None  # fraction of one core, steady state
+    gen_cpu: float | None = None  # the load generator's own CPU, same window
     lag_p99: float | None = None
     lag_max: float | None = None
     failures: int = 0
@@ -215,14 +216,15 @@ async def run_level(server: ServerProcess, url: str, *, calls: int, seconds: flo
                                          calls=calls, seconds=seconds, ramp=ramp, **kwargs))
     settle = ramp + 0.5
     window = seconds - 1.0
-    cpu = None
+    cpu = gen_cpu = None
     if window > 0.5:
         await asyncio.sleep(settle)
-        c0, t0 = server.cpu_seconds(), time.monotonic()
+        c0, g0, t0 = server.cpu_seconds(), time.process_time(), time.monotonic()
         await asyncio.sleep(window - 0.5)
-        c1, t1 = server.cpu_seconds(), time.monotonic()
+        c1, g1, t1 = server.cpu_seconds(), time.process_time(), time.monotonic()
         if not task.done():
             cpu = (c1 - c0) / (t1 - t0)
+            gen_cpu = (g1 - g0) / (t1 - t0)
     report = await task
     d = report.to_dict()
     failures = d["handshake_failures"] + sum(
@@ -232,7 +234,7 @@ async def run_level(server: ServerProcess, url: str, *, calls: int, seconds: flo
         p50=d["latency_ms"]["p50"], p99=d["latency_ms"]["p99"],
         audible_p50=d["audible_latency_ms"]["p50"], audible_p99=d["audible_latency_ms"]["p99"],
         lost=d["lost_ms_per_call"], lost_max=d["lost_ms_max"], jitter=d["jitter_ms"],
-        underruns=d["underruns"], cpu=cpu,
+        underruns=d["underruns"], cpu=cpu, gen_cpu=gen_cpu,
         lag_p99=d["send_lag_ms"]["p99"], lag_max=d["send_lag_ms"]["max"],
         failures=failures,
         extra={"probes": d["probes"], "probes_returned": d["probes_returned"],

@@ -322,6 +322,8 @@ def test_speech_utterances_and_response_time() -> None:
     pcm[12000:16000] = rng.normal(0, 6000, 4000).astype(np.int16)  # 1.5 .. 2.0 s
     plan = speech_plan(PCMU, 3.0, pcm, rate)
     assert plan.utterances == [(5, 30), (75, 100)]
+    # --wav-at: the same speech one second later (after a bot's greeting).
+    assert speech_plan(PCMU, 4.0, pcm, rate, start_s=1.0).utterances == [(55, 80), (125, 150)]
     send_times = np.arange(len(plan.frames)) * 0.02
     heard = np.zeros(rate * 4, dtype=np.int16)
     # The "bot" answers 250 ms after each utterance with 300 ms of tone.

@@ -24,10 +24,13 @@ Definitions (all times on the caller's monotonic clock):
   Only probes the caller finished sending and then listened to for ``tail_ms`` count.
 * **jitter**: the standard deviation of one call's probe latencies (the caller-audible
   jitter); the run figure pools calls (root mean square of the per-call values).
-* **underrun**: the playout buffer ran dry for longer than ``underrun_tolerance`` while
-  audio was sounding (the 10 ms before the gap were not silent): a cut in the sound.
-* **clear-to-silence**: from a clear to the first 20 ms of silence in the heard audio
-  (audio a server keeps sending after its own clear shows up here).
+* **underrun**: the playout buffer ran dry for longer than ``underrun_tolerance`` (and at
+  most ``underrun_limit``: a longer silence is the bot's turn ending, however abruptly)
+  while audio was sounding (the 10 ms before the gap were not silent): a cut in the sound.
+* **clear-to-silence**: from a clear to the first 20 ms of silence in the heard audio.
+  Everything queued is dropped at the clear, so what is heard after it was sent after it:
+  stale audio a server keeps sending after its own barge-in clear shows up here (so does
+  a new utterance a bot starts at once, e.g. a goodbye after a key press).
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ def measure(
     returned_time: ReturnedTime,
     *,
     underrun_tolerance: float = 0.002,
+    underrun_limit: float = 1.0,
 ) -> CallMeasurements:
     """Measure one call. ``send_times[j]`` is when frame j was sent (absolute, seconds);
     ``heard`` is on a grid of ``rate`` starting at ``t_ref``; the caller listened until
@@ -116,7 +120,7 @@ def measure(
     loud = np.abs(x) > SILENCE_LEVEL
     window = rate // 100  # 10 ms
     for gap in gaps:
-        if gap.seconds <= underrun_tolerance:
+        if not underrun_tolerance < gap.seconds <= underrun_limit:
             continue
         if loud[max(0, gap.index - window) : gap.index].any():
             m.underruns += 1

@@ -213,10 +213,12 @@ def speech_plan(
     pcm: Int16Array,
     rate: int,
     *,
+    start_s: float = 0.0,
     silence_dbfs: float = -40.0,
     min_gap_ms: int = 400,
 ) -> SendPlan:
-    """Caller speech from ``pcm`` at ``rate``, cut or padded with silence to ``seconds``."""
+    """Caller speech from ``pcm`` at ``rate``, starting ``start_s`` into the call, cut or
+    padded with silence to ``seconds``."""
     if rate != fmt.sample_rate:
         from audiocodecs.resample import resample
 
@@ -224,8 +226,9 @@ def speech_plan(
     spf = fmt.sample_rate * FRAME_MS // 1000
     n_frames = round(seconds * 1000 / FRAME_MS)
     signal = np.zeros(n_frames * spf, dtype=np.int16)
-    n = min(len(pcm), len(signal))
-    signal[:n] = pcm[:n]
+    offset = min(len(signal), round(start_s * fmt.sample_rate))
+    n = min(len(pcm), len(signal) - offset)
+    signal[offset : offset + n] = pcm[:n]
     frames, sent = _frames_b64(signal, fmt)
     rms = np.sqrt(np.mean(sent.reshape(-1, spf).astype(np.float64) ** 2, axis=1))
     active = rms > 32768 * 10 ** (silence_dbfs / 20)

@@ -59,6 +59,8 @@ def add_parser(subparsers: Any) -> None:
                    help="spread call starts over S seconds (0)")
     p.add_argument("--wav", metavar="FILE",
                    help="speak this WAV instead of probe tones; measures response time")
+    p.add_argument("--wav-at", type=float, default=0.0, metavar="S",
+                   help="start the WAV S seconds into the call (after a bot's greeting)")
     p.add_argument("--codec", choices=("pcmu", "pcma", "l16"), default="pcmu")
     p.add_argument("--rate", type=int, choices=(8000, 16000), default=8000)
     p.add_argument("--params", nargs="+", action="extend", default=[], metavar="K=V",
@@ -124,7 +126,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(run_calls(
             url, provider=args.provider, calls=args.calls, seconds=args.seconds,
-            ramp=args.ramp, wav=args.wav, codec=args.codec, rate=args.rate, params=params,
+            ramp=args.ramp, wav=args.wav, wav_at=args.wav_at, codec=args.codec,
+            rate=args.rate, params=params,
             faults=faults, dtmf=dtmf, probe=probe, record_dir=args.record, secret=secret,
             limits=limits, progress=progress, ssl_context=context,
             connect_timeout=args.timeout, seed=args.seed,

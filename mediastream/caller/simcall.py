@@ -72,6 +72,8 @@ class CallSettings:
     dtmf: tuple[tuple[str, float], ...] = ()
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     wav: tuple[npt.NDArray[np.int16], int] | None = None
+    #: Seconds of silence before the WAV starts (let a bot's greeting finish).
+    wav_at: float = 0.0
     #: Twilio/Plivo auth token or Telnyx base64 Ed25519 seed, to sign webhooks/upgrades.
     secret: str | None = None
     record_dir: Path | None = None
@@ -119,7 +121,7 @@ class PlanCache:
         if plan is None:
             s = self._settings
             if s.wav is not None:
-                plan = speech_plan(fmt, s.seconds, s.wav[0], s.wav[1])
+                plan = speech_plan(fmt, s.seconds, s.wav[0], s.wav[1], start_s=s.wav_at)
             else:
                 plan = probe_plan(fmt, s.seconds, s.probe)
             self._plans[fmt] = plan
