@@ -13,9 +13,12 @@ other core (``--client-core``). Stacks:
 * ``ms-16k`` -- the same with the default 16 kHz bot rate: both resamplers run.
 
 For each number of concurrent calls, side by side: audible round-trip latency p50/p99
-(probe sent -> its onset returned, as the caller's playout model hears it), audio lost
-per call, jitter (RMS over calls of each call's latency spread), server CPU (% of its
-one core, from /proc) and the load generator's own send lag p99 (so a saturated
+(probe sent -> the caller *hears* its onset: arrival plus the wait in the provider's
+playout buffer, as the caller models it), the arrival-only p50 (what a bare echo wins:
+it sends at once and lets the provider's buffer hold the audio, while mediastream paces
+to real time and keeps that buffer shallow, so a clear silences the caller fast), audio
+lost per call, jitter (RMS over calls of each call's latency spread), server CPU (% of
+its one core, from /proc) and the load generator's own send lag p99 (so a saturated
 generator is not mistaken for a slow server). Median of ``--reps`` runs per level.
 
     python -m bench.bench_server                 # levels 1,10,50,100,200
@@ -98,6 +101,7 @@ class Result:
     calls: int
     p50: float | None
     p99: float | None
+    arrival_p50: float | None
     lost: float | None
     jitter: float | None
     cpu: float
@@ -168,10 +172,12 @@ async def _run_level(server: Server, calls: int, seconds: float) -> Result:
                              ramp=ramp)
     cpu = (server.cpu_seconds() - cpu0) / (time.monotonic() - wall0) * 100
     data = report.to_dict()
-    lat = data["latency_ms"]
+    arrival = data["latency_ms"]
+    audible = data.get("audible_latency_ms", arrival)
     return Result(
-        stack=server.stack.name, calls=calls, p50=lat["p50"], p99=lat["p99"],
-        lost=data["lost_ms_per_call"], jitter=data["jitter_ms"], cpu=cpu,
+        stack=server.stack.name, calls=calls, p50=audible["p50"], p99=audible["p99"],
+        arrival_p50=arrival["p50"], lost=data["lost_ms_per_call"], jitter=data["jitter_ms"],
+        cpu=cpu,
         send_lag_p99=data["send_lag_ms"]["p99"],
         failures=data["handshake_failures"]
         + sum(n for end, n in data["ends"].items() if end not in ("completed",)),
@@ -187,6 +193,7 @@ def _median(results: list[Result]) -> Result:
     return Result(
         stack=first.stack, calls=first.calls,
         p50=med([r.p50 for r in results]), p99=med([r.p99 for r in results]),
+        arrival_p50=med([r.arrival_p50 for r in results]),
         lost=med([r.lost for r in results]), jitter=med([r.jitter for r in results]),
         cpu=statistics.median(r.cpu for r in results),
         send_lag_p99=med([r.send_lag_p99 for r in results]),
@@ -228,9 +235,10 @@ def _f(value: float | None, width: int = 6, digits: int = 1) -> str:
 
 def _print_table(by_stack: dict[str, list[Result]], names: list[str]) -> None:
     levels = sorted({r.calls for rs in by_stack.values() for r in rs})
-    width = 42
+    width = 49
     print("calls | " + " | ".join(f"{n:^{width}}" for n in names))
-    print("      | " + " | ".join("  p50    p99   lost  jitter  cpu%  lag99" for _ in names))
+    print("      | " + " | ".join("  p50    p99  arr50   lost  jitter  cpu%  lag99"
+                                  for _ in names))
     for calls in levels:
         cells = []
         for name in names:
@@ -238,7 +246,8 @@ def _print_table(by_stack: dict[str, list[Result]], names: list[str]) -> None:
             if r is None:
                 cells.append(f"{'(not run)':^{width}}")
             else:
-                cells.append(f"{_f(r.p50)} {_f(r.p99)} {_f(r.lost)} {_f(r.jitter, 7)} "
+                cells.append(f"{_f(r.p50)} {_f(r.p99)} {_f(r.arrival_p50)} {_f(r.lost)} "
+                             f"{_f(r.jitter, 7)} "
                              f"{r.cpu:5.1f} {_f(r.send_lag_p99, 6)}"
                              + ("!" if r.failures else " "))
         print(f"{calls:5d} | " + " | ".join(cells))
@@ -253,7 +262,7 @@ def _ratios(by_stack: dict[str, list[Result]]) -> list[str]:
             if ref is None or ref.cpu <= 0 or r.p50 is None or ref.p50 is None:
                 continue
             lines.append(f"{name} at {r.calls:4d} calls: CPU {r.cpu / ref.cpu:4.1f}x the floor's, "
-                         f"p50 {r.p50 - ref.p50:+5.1f} ms vs the floor")
+                         f"audible p50 {r.p50 - ref.p50:+5.1f} ms vs the floor")
     return lines
 
 
@@ -296,9 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _bench_stack(stack, levels, args, time.monotonic() + share))
     print(f"\nEcho through the server vs a bare websockets echo, Twilio μ-law callers "
           f"({args.seconds:g} s calls, median of {args.reps}; server on core "
-          f"{args.server_core}, callers on core {args.client_core}). ms = milliseconds, "
-          f"cpu = % of the server's one core, lag99 = load generator send lag p99, "
-          f"! = failed calls\n")
+          f"{args.server_core}, callers on core {args.client_core}). p50/p99 = audible "
+          f"round trip, arr50 = arrival only, lost = ms per call (all ms); cpu = % of the "
+          f"server's one core; lag99 = load generator send lag p99; ! = failed calls\n")
     _print_table(by_stack, [s.name for s in stacks])
     print()
     for line in _ratios(by_stack):
