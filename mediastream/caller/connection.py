@@ -159,10 +159,13 @@ class WebSocketClient(asyncio.Protocol):
     def _deliver(self, text: bool, data: bytes, now: float) -> None:
         if self.ws.state is not State.OPEN:
             return
-        if text:
-            self.handler.on_text(data.decode("utf-8", "replace"), now)
-        else:
-            self.handler.on_binary(data, now)
+        try:
+            if text:
+                self.handler.on_text(data.decode("utf-8", "replace"), now)
+            else:
+                self.handler.on_binary(data, now)
+        except Exception:  # our bug: keep the call (and the run) going, but say so
+            log.exception("call %s: error handling a server message", self.call_id)
 
     # -- writing
 

@@ -88,6 +88,14 @@ async def run_calls(
     if scheme not in ("ws", "wss", "http", "https"):
         raise ValueError(f"{url!r}: expected a ws(s):// stream URL or an http(s):// webhook")
     default_formats(provider, codec, rate)  # validate early: a clear error, not N failures
+    if scheme in ("ws", "wss"):
+        from websockets.exceptions import InvalidURI
+        from websockets.uri import parse_uri
+
+        try:
+            parse_uri(url)
+        except InvalidURI as exc:
+            raise ValueError(str(exc)) from None
     webhook = url if scheme in ("http", "https") else None
     record = Path(record_dir) if record_dir is not None else None
     if record is not None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+from websockets.exceptions import InvalidURI
 
 from mediastream.protocols.events import Encoding, MediaFormat, ProviderName
 
@@ -190,11 +191,15 @@ class SimulatedCall:
         r.started_at = time.monotonic() - self.run_start
         try:
             await self._connect()
-        except (AnswerError, HandshakeFailed, OSError, TimeoutError, ValueError) as exc:
+        except Exception as exc:  # any setup failure is this call's, never the run's
             r.handshake_failed = True
-            r.failure = f"{type(exc).__name__}: {exc}" if not isinstance(
-                exc, (AnswerError, HandshakeFailed)
-            ) else str(exc)
+            if isinstance(exc, (AnswerError, HandshakeFailed)):
+                r.failure = str(exc)
+            else:
+                r.failure = f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, (AnswerError, HandshakeFailed, OSError, TimeoutError,
+                                    ValueError, InvalidURI)):
+                log.exception("call %d (%s): unexpected setup error", self.index, r.call_id)
             r.end = "failed"
             log.info("call %d (%s): setup failed: %s", self.index, r.call_id, r.failure)
             if self.conn is not None:
