@@ -21,28 +21,86 @@ causal minimum-phase polyphase FIR (designed once per rate pair, see
   (3.4 kHz) for 8↔16 kHz, ≈0.28–1.26 ms for 8↔24 kHz; :attr:`StreamResampler.delay` is
   the passband mean (0.39 / 0.44 ms) rounded to whole output samples (0.375 ms both
   ways for 8↔16 kHz; 0.458 ms for 8→24 kHz, 0.5 ms for 24→8 kHz).
-* **Cost.**  One strided matrix product per call plus four elementwise numpy calls; a
-  20 ms frame takes a few microseconds.  Arithmetic is float64 on integer-valued data
-  with coefficients on a 2**-32 grid, so every sum is exact and order-independent.
+* **Cost.**  Arithmetic is float64 on integer-valued data with coefficients on a 2**-32
+  grid, so every sum is exact and order-independent: that is what makes the chunking
+  free.  A stream fed equal chunks (20 ms frames) reuses views prepared for that chunk
+  size, so a frame costs one copy in, one matrix product, one history copy and the
+  rounding: 3–5 µs for the telephony pairs, most of it the product itself (see
+  ``python -m bench codecs``).  Other chunkings take a general path, equal in result.
+* **Fused G.711.**  :meth:`StreamResampler.process_ulaw` / :meth:`~StreamResampler.process_alaw`
+  decode codes straight into the filter's input (``process(ulaw_decode(codes))`` in one
+  step) and :meth:`~StreamResampler.process_to_ulaw` /
+  :meth:`~StreamResampler.process_to_alaw` encode the filter's output straight to codes
+  (``ulaw_encode(process(pcm))``); results are identical to the two-step forms, and the
+  forms may be mixed on one stream.
 """
 
 from __future__ import annotations
 
+import importlib
 import numbers
+import sys
+from collections.abc import Callable
+from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 from ._fir import SUPPORTED_RATES, PolyphaseDesign, design
+from .g711 import (
+    _ALAW_DECODE,
+    _ALAW_ENCODE,
+    _ULAW_DECODE,
+    _ULAW_ENCODE,
+    UInt8Array,
+    _as_codes,
+    alaw_decode,
+    ulaw_decode,
+)
 from .pcm import BytesLike, Int16Array, as_int16
 
 __all__ = ["SUPPORTED_RATES", "StreamResampler", "resample"]
 
 _MAX_STEP = 2048  # input samples per internal step: bounds per-stream memory (~20 KB)
 _SCRATCH_OUTPUTS = 1024  # product results up to this size reuse a per-stream buffer
+_FAST_MAX_OUTPUTS = 4096  # chunk sizes with prepared views: outputs per chunk at most
+_FAST_SIZES = 4  # chunk sizes a stream keeps prepared views for
 _F64 = np.dtype(np.float64)
+_I16 = np.dtype(np.int16)
+_U8 = np.dtype(np.uint8)
+_U16 = np.dtype(np.uint16)
 _EMPTY = np.zeros(0, dtype=np.int16)
 _EMPTY.flags.writeable = False
+
+# Hot-path bindings: at a few microseconds per frame, each global+attribute lookup and
+# each Python float -> array conversion (~0.25 µs per ufunc call) shows.
+_rint, _add, _dot, _ndarray, _frombuffer = np.rint, np.add, np.dot, np.ndarray, np.frombuffer
+# The clip ufunc itself: np.clip wraps it in ~1 µs of Python argument handling.
+# It moved with numpy 2's core -> _core rename (importing the old name warns there).
+_clip: np.ufunc = importlib.import_module(
+    "numpy._core.umath" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core.umath"
+).clip
+_LO = np.array(-32768.0)
+_HI = np.array(32767.0)
+# Adding 1.5 * 2**52 to a float64 of magnitude < 2**51 rounds it to an integer, ties to
+# even exactly like np.rint, and leaves that integer in the low 32 bits of the result's
+# bit pattern (the exponent and leading mantissa bits are constant above them).
+_ROUNDING_MAGIC = np.array(1.5 * 2.0**52)
+_LOW_WORD = slice(0, None, 2) if sys.byteorder == "little" else slice(1, None, 2)
+
+# G.711 decode tables as float64: decoding writes straight into the filter's input.
+_ULAW_F64 = _ULAW_DECODE.astype(np.float64)
+_ALAW_F64 = _ALAW_DECODE.astype(np.float64)
+_ULAW_F64.flags.writeable = False
+_ALAW_F64.flags.writeable = False
+
+F64Array: TypeAlias = npt.NDArray[np.float64]
+# Views prepared for one chunk size (see StreamResampler._make_layout): input slot,
+# windowed input, product (2-D, then flat), history destination and source, outputs
+# per chunk, and the rounded product's low 32-bit words.
+_Layout: TypeAlias = tuple[
+    F64Array, F64Array, F64Array, F64Array, F64Array, F64Array, int, npt.NDArray[np.int32]
+]
 
 
 def _check_rate(name: str, rate: object) -> int:
@@ -55,17 +113,11 @@ def _check_rate(name: str, rate: object) -> int:
     raise ValueError(f"unsupported {name} {rate!r} Hz; supported rates: {listed}")
 
 
-def _to_int16(y: npt.NDArray[np.float64]) -> Int16Array:
+def _to_int16(y: F64Array) -> Int16Array:
     """Round a scratch float64 vector to a new int16 array, saturating (overwrites ``y``)."""
-    _minimum(y, 32767.0, out=y)
-    _maximum(y, -32768.0, out=y)
+    _clip(y, _LO, _HI, out=y)
     _rint(y, out=y)
     return y.astype(_I16)
-
-
-# Module-level bindings: each saves a global+attribute lookup on the per-frame path.
-_minimum, _maximum, _rint, _dot, _ndarray = np.minimum, np.maximum, np.rint, np.dot, np.ndarray
-_I16 = np.dtype(np.int16)
 
 
 class StreamResampler:
@@ -73,6 +125,10 @@ class StreamResampler:
 
     Not thread-safe; use one instance per stream.  ``in_rate == out_rate`` is allowed and
     passes samples through (copied) with zero delay.
+
+    Besides int16 PCM, a stream takes G.711 codes in (:meth:`process_ulaw`,
+    :meth:`process_alaw`) and gives G.711 codes out (:meth:`process_to_ulaw`,
+    :meth:`process_to_alaw`), each fused into one step; all of them feed the same stream.
 
     Args:
         in_rate: input sample rate in Hz, one of :data:`SUPPORTED_RATES`.
@@ -83,13 +139,17 @@ class StreamResampler:
     """
 
     __slots__ = (
+        "_aligned",
         "_base",
         "_block_in",
         "_block_out",
         "_buf",
         "_design",
         "_down",
+        "_fast",
+        "_fast_n",
         "_in_rate",
+        "_layouts",
         "_matrix",
         "_n_in",
         "_n_out",
@@ -126,6 +186,13 @@ class StreamResampler:
         self._base = 0
         self._n_in = 0
         self._n_out = 0
+        # Fast path (see _make_layout): prepared views per chunk size, the current one,
+        # and whether the buffer is laid out for it (history at buf[0:window-block_in],
+        # next input at a row boundary, start-up trim done).
+        self._layouts: dict[int, _Layout] = {}
+        self._fast_n = -1
+        self._fast: _Layout | None = None
+        self._aligned = False
         self.reset()
 
     # --- properties --------------------------------------------------------------------
@@ -177,6 +244,7 @@ class StreamResampler:
         self._base = self._block_in - self._window  # input 0 sits after window-1 zeros
         self._n_in = 0
         self._n_out = 0
+        self._aligned = False  # the first outputs are trimmed: general path
 
     def process(self, x: Int16Array | BytesLike) -> Int16Array:
         """Feed input samples; return every output sample that is now determined.
@@ -193,19 +261,88 @@ class StreamResampler:
             TypeError: not an int16 array or bytes-like.  ValueError: array not 1-D, or
             odd byte count.
         """
-        if type(x) is np.ndarray and x.dtype is _I16 and x.ndim == 1:
+        if type(x) is _ndarray and x.dtype is _I16 and x.ndim == 1:
             samples: Int16Array = x  # fast path for the common case
         else:
             samples = as_int16(x)
         n = samples.shape[0]
-        if self._design is None:
+        if n == self._fast_n and self._aligned:
+            dst, view, out, y, hist_dst, hist_src, n_out, _ = self._fast  # type: ignore[misc]
+            dst[...] = samples
+            _dot(view, self._matrix, out=out)
+            hist_dst[...] = hist_src
             self._n_in += n
-            self._n_out += n
-            return samples.copy()
-        if n <= _MAX_STEP:
-            return self._step(samples)
-        parts = [self._step(samples[i : i + _MAX_STEP]) for i in range(0, n, _MAX_STEP)]
-        return np.concatenate(parts)
+            self._n_out += n_out
+            _clip(y, _LO, _HI, out=y)
+            _rint(y, out=y)
+            return y.astype(_I16)
+        return self._general(samples)
+
+    def process_ulaw(self, codes: BytesLike | UInt8Array) -> Int16Array:
+        """Decode G.711 μ-law codes and feed them: ``process(ulaw_decode(codes))``.
+
+        One step instead of two: on the prepared path the codes are decoded by a table
+        lookup that writes straight into the filter's input.
+
+        Args:
+            codes: ``n`` μ-law codes: bytes-like or a 1-D ``uint8`` array.
+
+        Returns:
+            A new ``int16`` array, exactly what ``process(ulaw_decode(codes))`` returns.
+
+        Raises:
+            TypeError: wrong type or dtype.  ValueError: array not 1-D.
+        """
+        return self._process_codes(codes, _ULAW_F64, ulaw_decode)
+
+    def process_alaw(self, codes: BytesLike | UInt8Array) -> Int16Array:
+        """Decode G.711 A-law codes and feed them: ``process(alaw_decode(codes))``.
+
+        Args:
+            codes: ``n`` A-law codes: bytes-like or a 1-D ``uint8`` array.
+
+        Returns:
+            A new ``int16`` array, exactly what ``process(alaw_decode(codes))`` returns.
+
+        Raises:
+            TypeError: wrong type or dtype.  ValueError: array not 1-D.
+        """
+        return self._process_codes(codes, _ALAW_F64, alaw_decode)
+
+    def process_to_ulaw(self, x: Int16Array | BytesLike) -> UInt8Array:
+        """Feed samples and encode the output to G.711 μ-law: ``ulaw_encode(process(x))``.
+
+        One step instead of two: on the prepared path the rounded filter output indexes
+        the encoding table directly.
+
+        Args:
+            x: ``n`` input samples: 1-D ``int16`` array, or little-endian 16-bit bytes.
+
+        Returns:
+            A new ``uint8`` array of codes (``.tobytes()`` is the wire payload), exactly
+            what ``ulaw_encode(process(x))`` returns.
+
+        Raises:
+            TypeError: not an int16 array or bytes-like.  ValueError: array not 1-D, or
+            odd byte count.
+        """
+        return self._process_to_codes(x, _ULAW_ENCODE)
+
+    def process_to_alaw(self, x: Int16Array | BytesLike) -> UInt8Array:
+        """Feed samples and encode the output to G.711 A-law: ``alaw_encode(process(x))``.
+
+        Args:
+            x: ``n`` input samples: 1-D ``int16`` array, or little-endian 16-bit bytes.
+
+        Returns:
+            A new ``uint8`` array of codes, exactly what ``alaw_encode(process(x))``
+            returns.
+
+        Raises:
+            TypeError: not an int16 array or bytes-like.  ValueError: array not 1-D, or
+            odd byte count.
+        """
+        return self._process_to_codes(x, _ALAW_ENCODE)
 
     def flush(self) -> Int16Array:
         """End the stream: return the held-back tail, then :meth:`reset`.
@@ -235,6 +372,124 @@ class StreamResampler:
         self.reset()
         return tail.copy() if tail is _EMPTY else tail
 
+    # --- internals ---------------------------------------------------------------------
+
+    def _process_codes(
+        self,
+        codes: BytesLike | UInt8Array,
+        table: F64Array,
+        decode: Callable[[UInt8Array], Int16Array],
+    ) -> Int16Array:
+        idx: UInt8Array = _frombuffer(codes, _U8) if type(codes) is bytes else _as_codes(codes)
+        n = idx.shape[0]
+        if n == self._fast_n and self._aligned:
+            dst, view, out, y, hist_dst, hist_src, n_out, _ = self._fast  # type: ignore[misc]
+            # Decode into the filter input; "wrap" skips the bounds check (uint8 < 256).
+            table.take(idx, out=dst, mode="wrap")
+            _dot(view, self._matrix, out=out)
+            hist_dst[...] = hist_src
+            self._n_in += n
+            self._n_out += n_out
+            _clip(y, _LO, _HI, out=y)
+            _rint(y, out=y)
+            return y.astype(_I16)
+        return self._general(decode(idx))
+
+    def _process_to_codes(self, x: Int16Array | BytesLike, table: UInt8Array) -> UInt8Array:
+        if type(x) is _ndarray and x.dtype is _I16 and x.ndim == 1:
+            samples: Int16Array = x
+        else:
+            samples = as_int16(x)
+        n = samples.shape[0]
+        if n == self._fast_n and self._aligned:
+            dst, view, out, y, hist_dst, hist_src, n_out, low = self._fast  # type: ignore[misc]
+            dst[...] = samples
+            _dot(view, self._matrix, out=out)
+            hist_dst[...] = hist_src
+            self._n_in += n
+            self._n_out += n_out
+            _clip(y, _LO, _HI, out=y)
+            # Round by the magic constant: the low words of y are now rint(y) as int32,
+            # in [-32768, 32767], which "wrap" maps onto the table's uint16 indices.
+            _add(y, _ROUNDING_MAGIC, out=y)
+            return table.take(low, mode="wrap")
+        return table.take(self._general(samples).view(_U16))
+
+    def _general(self, samples: Int16Array) -> Int16Array:
+        """Any chunk, any state: the reference path (the prepared one gives equal results)."""
+        n = samples.shape[0]
+        if self._design is None:
+            self._n_in += n
+            self._n_out += n
+            return samples.copy()
+        if n <= _MAX_STEP:
+            result = self._step(samples)
+        else:
+            parts = [self._step(samples[i : i + _MAX_STEP]) for i in range(0, n, _MAX_STEP)]
+            result = np.concatenate(parts)
+        self._align(n)
+        return result
+
+    def _align(self, n: int) -> None:
+        """After a general step: lay the buffer out for the prepared path if possible.
+
+        Possible when the input ends on a row boundary (then every available output has
+        been computed from whole rows) and the start-up trim is behind us.  The history
+        the next row needs, ``window - block_in`` inputs, moves to the buffer's start,
+        and chunks of ``n`` samples get prepared views if ``n`` is a whole number of rows.
+        """
+        block_in = self._block_in
+        if self._n_in % block_in or self._n_out < self._trim:
+            self._aligned = False
+            return
+        hist = self._window - block_in
+        start = self._n_in - hist - self._base
+        if start:
+            buf = self._buf
+            buf[:hist] = buf[start : start + hist]
+            self._base += start
+        self._aligned = True
+        if (
+            n != self._fast_n
+            and n
+            and not n % block_in
+            and n <= _MAX_STEP
+            and n // block_in * self._block_out <= _FAST_MAX_OUTPUTS
+        ):
+            layout = self._layouts.get(n)
+            if layout is None:
+                if len(self._layouts) >= _FAST_SIZES:
+                    self._layouts.clear()
+                layout = self._layouts[n] = self._make_layout(n)
+            self._fast_n, self._fast = n, layout
+
+    def _make_layout(self, n: int) -> _Layout:
+        """Views for chunks of ``n`` inputs (a whole number of rows) on an aligned buffer.
+
+        The buffer holds ``hist = window - block_in`` inputs of history, then the chunk:
+        row ``r`` of the windowed view is ``buf[r * block_in : r * block_in + window]``,
+        and after the product the chunk's last ``hist`` inputs move to the front.  The
+        views are made once: creating them costs more than the arithmetic per frame.
+        """
+        block_in, window = self._block_in, self._window
+        hist = window - block_in
+        rows = n // block_in
+        buf = self._buf
+        out = np.empty((rows, self._block_out), dtype=np.float64)
+        flat = out.reshape(-1)
+        view = _ndarray((rows, window), _F64, buf, 0, (block_in * 8, 8))
+        low = flat.view(np.int32)[_LOW_WORD]
+        return (
+            buf[hist : hist + n],
+            view,
+            out,
+            flat,
+            buf[:hist],
+            buf[n : n + hist],
+            rows * self._block_out,
+            low,
+        )
+
     def _step(self, samples: Int16Array) -> Int16Array:
         """Append up to ``_MAX_STEP`` samples and compute the outputs they complete."""
         n = samples.shape[0]
@@ -243,6 +498,11 @@ class StreamResampler:
         up, down = self._up, self._down
         n_avail = (n_in * up + down - 1) // down  # outputs whose newest input has arrived
         block_in, block_out, window = self._block_in, self._block_out, self._window
+        if self._aligned:
+            # The prepared path keeps the history at buf[0] without updating _base;
+            # from here on the general path owns the layout (_align may restore it).
+            self._base = self._n_in + block_in - window
+            self._aligned = False
         base = self._base
         buf = self._buf
         first_row = n_out // block_out
