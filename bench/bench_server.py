@@ -19,7 +19,8 @@ it sends at once and lets the provider's buffer hold the audio, while mediastrea
 to real time and keeps that buffer shallow, so a clear silences the caller fast), audio
 lost per call, jitter (RMS over calls of each call's latency spread), server CPU (% of
 its one core, from /proc) and the load generator's own send lag p99 (so a saturated
-generator is not mistaken for a slow server). Median of ``--reps`` runs per level.
+generator is not mistaken for a slow server). Median of ``--reps`` runs per level; the
+stacks' runs are interleaved so background load on a shared machine hits them alike.
 
     python -m bench.bench_server                 # levels 1,10,50,100,200
     python -m bench.bench_server --quick         # 1 and 10 calls, one repetition
@@ -201,28 +202,34 @@ def _median(results: list[Result]) -> Result:
     )
 
 
-async def _bench_stack(stack: Stack, levels: list[int], args: argparse.Namespace,
-                       deadline: float) -> list[Result]:
-    server = Server(stack, args.server_core)
-    results: list[Result] = []
+async def _bench(stacks: list[Stack], levels: list[int], args: argparse.Namespace,
+                 deadline: float) -> dict[str, list[Result]]:
+    """All servers up at once; each repetition of a level runs every stack back to back,
+    so the machine's background load (it is shared) falls on all of them alike."""
+    servers = [Server(stack, args.server_core) for stack in stacks]
+    by_stack: dict[str, list[Result]] = {s.name: [] for s in stacks}
     try:
-        server.wait_ready()
-        await _run_level(server, 1, 2.0)  # warm-up: imports and first-call costs
+        for server in servers:
+            server.wait_ready()
+            await _run_level(server, 1, 2.0)  # warm-up: imports and first-call costs
         for calls in levels:
             if time.monotonic() > deadline:
-                _log(f"  {stack.name}: time budget spent before {calls} calls")
+                _log(f"time budget spent before {calls} calls")
                 break
-            result = _median([await _run_level(server, calls, args.seconds)
-                              for _ in range(args.reps)])
-            results.append(result)
-            _log(f"  {stack.name:7} {calls:4d} calls: p50 {_f(result.p50)} p99 {_f(result.p99)}"
-                 f" lost {_f(result.lost)} ms  cpu {result.cpu:5.1f}%"
-                 + (f"  {result.failures} failed" if result.failures else ""))
-            if result.cpu > 97 and result.failures:
-                break  # saturated: higher levels only measure the overload
+            reps: dict[str, list[Result]] = {s.name: [] for s in stacks}
+            for _ in range(args.reps):
+                for server in servers:
+                    reps[server.stack.name].append(await _run_level(server, calls, args.seconds))
+            for name, runs in reps.items():
+                result = _median(runs)
+                by_stack[name].append(result)
+                _log(f"  {name:7} {calls:4d} calls: p50 {_f(result.p50)} p99 {_f(result.p99)}"
+                     f" lost {_f(result.lost)} ms  cpu {result.cpu:5.1f}%"
+                     + (f"  {result.failures} failed" if result.failures else ""))
     finally:
-        server.stop()
-    return results
+        for server in servers:
+            server.stop()
+    return by_stack
 
 
 def _log(line: str) -> None:
@@ -297,12 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.sched_setaffinity(0, {args.client_core})
     stacks = [s for s in STACKS if not args.only or s.name in args.only]
     start = time.monotonic()
-    by_stack: dict[str, list[Result]] = {}
-    for i, stack in enumerate(stacks):
-        share = (args.budget - (time.monotonic() - start)) / (len(stacks) - i)
-        _log(f"{stack.name}: levels {levels}, {args.seconds:g} s calls x {args.reps}")
-        by_stack[stack.name] = asyncio.run(
-            _bench_stack(stack, levels, args, time.monotonic() + share))
+    _log(f"{', '.join(s.name for s in stacks)}: levels {levels}, "
+         f"{args.seconds:g} s calls x {args.reps}, interleaved")
+    by_stack = asyncio.run(_bench(stacks, levels, args, start + args.budget))
     print(f"\nEcho through the server vs a bare websockets echo, Twilio μ-law callers "
           f"({args.seconds:g} s calls, median of {args.reps}; server on core "
           f"{args.server_core}, callers on core {args.client_core}). p50/p99 = audible "
