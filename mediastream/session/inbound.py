@@ -2,8 +2,9 @@
 
 Decode (G.711 or L16 as the stream says), resample once with a streaming resampler,
 and re-chunk into exact 20 ms frames. This runs 50 times a second per call, so the
-common case, a 20 ms payload producing exactly one bot frame, costs the decoder, the
-resampler and one ``tobytes``: no buffer copies, no extra numpy calls.
+common case, a 20 ms payload producing exactly one bot frame, costs one fused
+decode-and-resample step (:func:`~mediastream.session.codec.resampling_decoder`) and
+one ``tobytes``: no buffer copies, no extra numpy calls.
 
 A fresh resampler withholds its group delay on the first chunk; :func:`lead_pad` puts
 that much silence in front once, so each provider frame completes one bot frame at once
@@ -23,9 +24,11 @@ from mediastream.errors import InvalidMessageError
 from mediastream.protocols.events import MediaFormat
 from mediastream.session.codec import (
     SUPPORTED_RATES,
+    Decoder,
     check_format,
     decoder_for,
     lead_pad,
+    resampling_decoder,
 )
 from mediastream.session.stats import SessionStats
 
@@ -39,6 +42,7 @@ class InboundPath:
 
     __slots__ = (
         "_buf",
+        "_convert",
         "_decode",
         "_fill_samples",
         "_fmt",
@@ -69,8 +73,11 @@ class InboundPath:
         self._l16 = fmt.encoding == "l16"
         self._passthrough = self._is_passthrough(fmt)
         self._resampler: StreamResampler | None = None
+        #: Payload -> samples at the bot rate in one step (decode, then resample if any).
+        self._convert: Decoder = self._decode
         if fmt.sample_rate != bot_rate:
             self._resampler = StreamResampler(fmt.sample_rate, bot_rate)
+            self._convert = resampling_decoder(fmt, self._resampler)
         #: The resampler has not produced anything yet: its first output gets the lead pad.
         self._fresh = True
         #: Input samples one missing provider frame stands for (the last frame's size).
@@ -97,6 +104,9 @@ class InboundPath:
         self._l16 = fmt.encoding == "l16"
         self._passthrough = self._is_passthrough(fmt)
         if fmt.sample_rate == old_rate:
+            # Same rate, maybe another codec: the filter's stream goes on.
+            rs = self._resampler
+            self._convert = self._decode if rs is None else resampling_decoder(fmt, rs)
             return []
         old = self._resampler
         if old is not None:
@@ -104,8 +114,10 @@ class InboundPath:
             if len(tail):
                 self._buf += self._le(tail)
         self._resampler = None
+        self._convert = self._decode
         if fmt.sample_rate != self._rate:
             self._resampler = StreamResampler(fmt.sample_rate, self._rate)
+            self._convert = resampling_decoder(fmt, self._resampler)
             # Mid-stream the buffer already carries audio: no lead pad for the new filter.
             self._fresh = not self._buf
         self._fill_samples = fmt.sample_rate // 50
@@ -124,23 +136,25 @@ class InboundPath:
             # L16 little-endian at the bot's rate: the payload already is the frame.
             self._stats.bot_frames_in += 1
             return [InboundAudio(payload, self._rate)]
-        pcm = self._decode(payload)
-        n = len(pcm)
+        # Wire samples: one byte each in G.711, two in L16 (odd counts rejected above).
+        n = len(payload) >> 1 if self._l16 else len(payload)
+        pcm = self._convert(payload)
         if n and self._fill_samples != n:
             self._fill_samples = n
             self._zeros = np.zeros(n, dtype=np.int16)
-        return self._emit(pcm, filled=False)
+        return self._emit(pcm, n, filled=False)
 
     def feed_fill(self) -> list[CallEvent]:
         """Silence standing in for one lost provider frame (same size as the last one)."""
-        return self._emit(self._zeros, filled=True)
-
-    def _emit(self, pcm: Int16Array, *, filled: bool) -> list[CallEvent]:
         rs = self._resampler
-        if rs is not None:
-            n_in = len(pcm)
-            pcm = rs.process(pcm)
-            if self._fresh and n_in:
+        zeros = self._zeros
+        return self._emit(zeros if rs is None else rs.process(zeros), len(zeros), filled=True)
+
+    def _emit(self, pcm: Int16Array, n_in: int, *, filled: bool) -> list[CallEvent]:
+        """Cut ``pcm`` (bot-rate samples converted from ``n_in`` wire samples) into frames."""
+        if self._fresh and n_in:
+            rs = self._resampler
+            if rs is not None:
                 self._fresh = False
                 pad = lead_pad(rs)
                 if pad:

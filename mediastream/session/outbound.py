@@ -23,9 +23,11 @@ from audiocodecs.resample import StreamResampler
 from mediastream.protocols.events import MediaFormat
 from mediastream.session.codec import (
     SUPPORTED_RATES,
+    Encoder,
     check_format,
     encoder_for,
     lead_pad,
+    resampling_encoder,
 )
 
 __all__ = ["OutboundEncoder"]
@@ -39,6 +41,8 @@ class OutboundEncoder:
 
     __slots__ = (
         "_buf",
+        "_convert",
+        "_converters",
         "_dirty",
         "_encode",
         "_fmt",
@@ -63,6 +67,9 @@ class OutboundEncoder:
         self._rate = 0
         self._resampler: StreamResampler | None = None
         self._resamplers: dict[int, StreamResampler] = {}
+        #: Bot-rate samples -> wire bytes in one step (resample, then encode).
+        self._convert: Encoder = self._encode
+        self._converters: dict[int, Encoder] = {}
         #: Input went into the resampler since its last flush (its tail is pending).
         self._dirty = False
         #: The next output starts a fresh stream (lead pad due).
@@ -100,23 +107,21 @@ class OutboundEncoder:
         if not n:
             return []
         samples: Int16Array = np.frombuffer(pcm, dtype=_LE_INT16, count=n)
+        if _LE_INT16 != _NATIVE_INT16:  # pragma: no cover - big-endian hosts only
+            samples = samples.astype(np.int16)
+        data = self._convert(samples)
         rs = self._resampler
         if rs is not None:
-            if _LE_INT16 != _NATIVE_INT16:  # pragma: no cover - big-endian hosts only
-                samples = samples.astype(np.int16)
-            out = rs.process(samples)
             self._dirty = True
             if self._fresh:
                 self._fresh = False
                 pad = lead_pad(rs)
                 if pad:
                     self._buf += self._silence * pad
-            samples = out
         else:
             self._fresh = False
-        if not len(samples):
+        if not data:
             return []
-        data = self._encode(samples)
         if not self._buf and len(data) == self._frame_bytes:
             return [data]
         self._buf += data
@@ -172,11 +177,14 @@ class OutboundEncoder:
         self._rate = sample_rate
         if sample_rate == self._fmt.sample_rate:
             self._resampler = None
+            self._convert = self._encode
             return
         rs = self._resamplers.get(sample_rate)
         if rs is None:
             rs = self._resamplers[sample_rate] = StreamResampler(sample_rate, self._fmt.sample_rate)
+            self._converters[sample_rate] = resampling_encoder(self._fmt, rs)
         self._resampler = rs
+        self._convert = self._converters[sample_rate]
         # Mid-utterance the new filter's delay shows as a short shift, not a pad.
         self._fresh = self._fresh and not self._buf
 
