@@ -188,6 +188,7 @@ def _report(stacks: list[Stack], args: argparse.Namespace) -> dict[str, object]:
         summary[s.name] = {
             "one_call_p50_ms": one.audible_p50 if one else None,
             "one_call_p99_ms": one.audible_p99 if one else None,
+            "one_call_arrival_p50_ms": one.p50 if one else None,
             "capacity_target": capacity(s.results, "target"),
             "capacity_keeps_up": capacity(s.results, "keeps_up"),
             "cpu_ms_per_call_second": cost,
@@ -196,7 +197,9 @@ def _report(stacks: list[Stack], args: argparse.Namespace) -> dict[str, object]:
     print()
     for name, v in summary.items():
         print(f"{name:11}: 1 call audible p50 {fmt(v['one_call_p50_ms'])} ms "  # type: ignore[arg-type]
-              f"p99 {fmt(v['one_call_p99_ms'])} ms; capacity: target {v['capacity_target']}, "  # type: ignore[arg-type]
+              f"p99 {fmt(v['one_call_p99_ms'])} ms (arrival p50 "  # type: ignore[arg-type]
+              f"{fmt(v['one_call_arrival_p50_ms'], 1)} ms); "  # type: ignore[arg-type]
+              f"capacity: target {v['capacity_target']}, "
               f"keeps up {v['capacity_keeps_up']} calls; "
               f"{fmt(v['cpu_ms_per_call_second'], digits=2)} ms CPU per call-second "  # type: ignore[arg-type]
               f"(~{v['projected_calls_per_core']} calls per core)")
