@@ -94,12 +94,41 @@ _ALAW_F64 = _ALAW_DECODE.astype(np.float64)
 _ULAW_F64.flags.writeable = False
 _ALAW_F64.flags.writeable = False
 
+_WIDE_BITS = 18  # index bits of the saturating encode tables below
+
+
+def _wide_encode_table(table: UInt8Array) -> UInt8Array:
+    """The G.711 encode ``table`` indexed by any integer of ``_WIDE_BITS`` bits.
+
+    Entry ``i`` encodes ``v`` saturated to int16, where ``v`` is ``i`` read as a signed
+    ``_WIDE_BITS``-bit number; "wrap" indexing with a rounded filter output (up to
+    ±2**17) thus encodes it saturated, which saves a clip per frame.  256 KiB per law.
+    """
+    half = 1 << (_WIDE_BITS - 1)
+    signed = np.arange(2 * half, dtype=np.int64)
+    signed[half:] -= 2 * half
+    wide: UInt8Array = table[np.clip(signed, -32768, 32767).astype(np.int16).view(np.uint16)]
+    wide.flags.writeable = False
+    return wide
+
+
+_ULAW_WIDE = _wide_encode_table(_ULAW_ENCODE)
+_ALAW_WIDE = _wide_encode_table(_ALAW_ENCODE)
+
 F64Array: TypeAlias = npt.NDArray[np.float64]
 # Views prepared for one chunk size (see StreamResampler._make_layout): input slot,
-# windowed input, product (2-D, then flat), history destination and source, outputs
+# the windowed input's bound ``dot`` (the method skips np.dot's dispatch, ~0.15 µs),
+# product (2-D, then flat), history destination and source, outputs
 # per chunk, and the rounded product's low 32-bit words.
 _Layout: TypeAlias = tuple[
-    F64Array, F64Array, F64Array, F64Array, F64Array, F64Array, int, npt.NDArray[np.int32]
+    F64Array,
+    Callable[..., object],
+    F64Array,
+    F64Array,
+    F64Array,
+    F64Array,
+    int,
+    npt.NDArray[np.int32],
 ]
 
 
@@ -157,6 +186,7 @@ class StreamResampler:
         "_scratch",
         "_trim",
         "_up",
+        "_wide",
         "_window",
     )
 
@@ -177,6 +207,11 @@ class StreamResampler:
             self._window = d.window
             self._trim = d.trim
             self._matrix = d.matrix
+        # Rounded outputs stay within ±2**17 (inputs are int16): the wide encode tables
+        # saturate them.  True for every supported pair; checked, not assumed.
+        self._wide = (
+            self._design is None or self._design.peak_gain * 32768.0 < (1 << (_WIDE_BITS - 1)) - 1
+        )
         # History of float64 inputs: buf[i] is input sample number base + i.  Negative
         # sample numbers are the zeros before the stream starts.  Slack for one full
         # step plus partial rows at both ends.
@@ -267,9 +302,9 @@ class StreamResampler:
             samples = as_int16(x)
         n = samples.shape[0]
         if n == self._fast_n and self._aligned:
-            dst, view, out, y, hist_dst, hist_src, n_out, _ = self._fast  # type: ignore[misc]
+            dst, dot, out, y, hist_dst, hist_src, n_out, _ = self._fast  # type: ignore[misc]
             dst[...] = samples
-            _dot(view, self._matrix, out=out)
+            dot(self._matrix, out=out)
             hist_dst[...] = hist_src
             self._n_in += n
             self._n_out += n_out
@@ -326,7 +361,7 @@ class StreamResampler:
             TypeError: not an int16 array or bytes-like.  ValueError: array not 1-D, or
             odd byte count.
         """
-        return self._process_to_codes(x, _ULAW_ENCODE)
+        return self._process_to_codes(x, _ULAW_ENCODE, _ULAW_WIDE)
 
     def process_to_alaw(self, x: Int16Array | BytesLike) -> UInt8Array:
         """Feed samples and encode the output to G.711 A-law: ``alaw_encode(process(x))``.
@@ -342,7 +377,7 @@ class StreamResampler:
             TypeError: not an int16 array or bytes-like.  ValueError: array not 1-D, or
             odd byte count.
         """
-        return self._process_to_codes(x, _ALAW_ENCODE)
+        return self._process_to_codes(x, _ALAW_ENCODE, _ALAW_WIDE)
 
     def flush(self) -> Int16Array:
         """End the stream: return the held-back tail, then :meth:`reset`.
@@ -383,10 +418,10 @@ class StreamResampler:
         idx: UInt8Array = _frombuffer(codes, _U8) if type(codes) is bytes else _as_codes(codes)
         n = idx.shape[0]
         if n == self._fast_n and self._aligned:
-            dst, view, out, y, hist_dst, hist_src, n_out, _ = self._fast  # type: ignore[misc]
+            dst, dot, out, y, hist_dst, hist_src, n_out, _ = self._fast  # type: ignore[misc]
             # Decode into the filter input; "wrap" skips the bounds check (uint8 < 256).
             table.take(idx, out=dst, mode="wrap")
-            _dot(view, self._matrix, out=out)
+            dot(self._matrix, out=out)
             hist_dst[...] = hist_src
             self._n_in += n
             self._n_out += n_out
@@ -395,22 +430,26 @@ class StreamResampler:
             return y.astype(_I16)
         return self._general(decode(idx))
 
-    def _process_to_codes(self, x: Int16Array | BytesLike, table: UInt8Array) -> UInt8Array:
+    def _process_to_codes(
+        self, x: Int16Array | BytesLike, table: UInt8Array, wide: UInt8Array
+    ) -> UInt8Array:
         if type(x) is _ndarray and x.dtype is _I16 and x.ndim == 1:
             samples: Int16Array = x
         else:
             samples = as_int16(x)
         n = samples.shape[0]
         if n == self._fast_n and self._aligned:
-            dst, view, out, y, hist_dst, hist_src, n_out, low = self._fast  # type: ignore[misc]
+            dst, dot, out, y, hist_dst, hist_src, n_out, low = self._fast  # type: ignore[misc]
             dst[...] = samples
-            _dot(view, self._matrix, out=out)
+            dot(self._matrix, out=out)
             hist_dst[...] = hist_src
             self._n_in += n
             self._n_out += n_out
-            _clip(y, _LO, _HI, out=y)
-            # Round by the magic constant: the low words of y are now rint(y) as int32,
-            # in [-32768, 32767], which "wrap" maps onto the table's uint16 indices.
+            # Round by the magic constant: the low words of y are now rint(y) as int32.
+            if self._wide:  # within ±2**17: the wide table saturates and encodes
+                _add(y, _ROUNDING_MAGIC, out=y)
+                return wide.take(low, mode="wrap")
+            _clip(y, _LO, _HI, out=y)  # within int16: "wrap" gives the uint16 pattern
             _add(y, _ROUNDING_MAGIC, out=y)
             return table.take(low, mode="wrap")
         return table.take(self._general(samples).view(_U16))
@@ -481,7 +520,7 @@ class StreamResampler:
         low = flat.view(np.int32)[_LOW_WORD]
         return (
             buf[hist : hist + n],
-            view,
+            view.dot,
             out,
             flat,
             buf[:hist],

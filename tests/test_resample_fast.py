@@ -28,7 +28,7 @@ from audiocodecs import (
     ulaw_decode,
     ulaw_encode,
 )
-from audiocodecs.resample import _LOW_WORD, _ROUNDING_MAGIC
+from audiocodecs.resample import _ALAW_WIDE, _LOW_WORD, _ROUNDING_MAGIC, _ULAW_WIDE
 
 Int16Array = npt.NDArray[np.int16]
 PAIRS = list(itertools.permutations(SUPPORTED_RATES, 2))
@@ -220,6 +220,33 @@ def test_rounding_constant_rounds_like_rint() -> None:
     )
     low = (y + _ROUNDING_MAGIC).view(np.int32)[_LOW_WORD]
     assert np.array_equal(low, np.rint(y).astype(np.int32))
+
+
+@pytest.mark.parametrize(("wide", "encode"), [(_ULAW_WIDE, ulaw_encode), (_ALAW_WIDE, alaw_encode)])
+def test_wide_encode_tables_saturate(
+    wide: npt.NDArray[np.uint8], encode: Callable[[Int16Array], npt.NDArray[np.uint8]]
+) -> None:
+    """The fused encoder indexes these with unclipped rounded outputs (up to ±2**17)."""
+    v = np.arange(-(2**17), 2**17)
+    assert np.array_equal(
+        wide.take(v, mode="wrap"), encode(np.clip(v, -32768, 32767).astype(np.int16))
+    )
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=pair_id)
+def test_fused_encode_without_the_wide_table(pair: tuple[int, int]) -> None:
+    """Every supported filter's gain allows the wide table; the clipping branch (for a
+    filter that would not) must give the same codes."""
+    a, b = pair
+    f = a // 50
+    x = loud(40 * f, seed=a + 7 * b)
+    wide, narrow = StreamResampler(a, b), StreamResampler(a, b)
+    assert wide._wide
+    narrow._wide = False
+    for i in range(0, x.shape[0], f):
+        assert np.array_equal(
+            wide.process_to_ulaw(x[i : i + f]), narrow.process_to_ulaw(x[i : i + f])
+        )
 
 
 def test_fused_bad_arguments_leave_the_stream_untouched() -> None:
