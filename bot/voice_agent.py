@@ -30,13 +30,20 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
-from pipecat.services.cartesia.tts import CartesiaTTSService
-from pipecat.services.deepgram.stt import DeepgramSTTService
-from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.workers.runner import WorkerRunner
 
 from bot.transport import MediaStreamTransport
 from mediastream.agents import BotLoadError
+
+try:
+    from pipecat.services.cartesia.tts import CartesiaTTSService
+    from pipecat.services.deepgram.stt import DeepgramSTTService
+    from pipecat.services.openai.llm import OpenAILLMService
+except ImportError as exc:  # Pipecat raises ImportError naming the missing SDK
+    raise BotLoadError(
+        f"bot.voice_agent needs Pipecat's service extras ({exc}): "
+        "pip install 'pipecat-ai[deepgram,cartesia,openai]'"
+    ) from exc
 from mediastream.protocols.events import CallInfo
 
 __all__ = [
