@@ -413,7 +413,7 @@ class StreamResampler:
         self,
         codes: BytesLike | UInt8Array,
         table: F64Array,
-        decode: Callable[[UInt8Array], Int16Array],
+        decode: Callable[[BytesLike | UInt8Array], Int16Array],
     ) -> Int16Array:
         idx: UInt8Array = _frombuffer(codes, _U8) if type(codes) is bytes else _as_codes(codes)
         n = idx.shape[0]
@@ -428,7 +428,12 @@ class StreamResampler:
             _clip(y, _LO, _HI, out=y)
             _rint(y, out=y)
             return y.astype(_I16)
-        return self._general(decode(idx))
+        pcm = decode(codes)  # bytes take the codec's own fast path
+        if self._design is None:  # equal rates: the decoded array is already new
+            self._n_in += n
+            self._n_out += n
+            return pcm
+        return self._general(pcm)
 
     def _process_to_codes(
         self, x: Int16Array | BytesLike, table: UInt8Array, wide: UInt8Array
@@ -452,6 +457,10 @@ class StreamResampler:
             _clip(y, _LO, _HI, out=y)  # within int16: "wrap" gives the uint16 pattern
             _add(y, _ROUNDING_MAGIC, out=y)
             return table.take(low, mode="wrap")
+        if self._design is None:  # equal rates: encode the input, no copy first
+            self._n_in += n
+            self._n_out += n
+            return table.take(samples.view(_U16))
         return table.take(self._general(samples).view(_U16))
 
     def _general(self, samples: Int16Array) -> Int16Array:
