@@ -14,7 +14,9 @@ Four tables:
    downsampling; images of tones up to 3.99 kHz when upsampling).  int16 output puts
    a floor near 100 dB under any rejection figure.
 4. **Paths** for one frame: inbound 8 kHz μ-law → 16 kHz int16 and outbound 24 kHz
-   int16 → 8 kHz μ-law bytes, ours vs ``audioop`` + soxr.
+   int16 → 8 kHz μ-law bytes: ours fused (``StreamResampler.process_ulaw`` /
+   ``process_to_ulaw``, what the session runs), ours in two calls (codec function and
+   ``process``), and ``audioop`` + soxr.
 
 Each library is called with its natural types: ours takes bytes or int16 arrays and
 returns arrays; ``audioop`` is bytes → bytes; the ``g711`` package decodes to and
@@ -29,6 +31,7 @@ Run: ``python -m bench codecs [--reps 7] [--quick]``.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import math
 import statistics
@@ -36,6 +39,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -60,6 +64,30 @@ def _optional(name: str) -> Any:
 audioop = _optional("audioop")
 soxr = _optional("soxr")
 g711 = _optional("g711")
+
+
+def blas_core() -> str:
+    """Kernel family numpy's bundled OpenBLAS chose for this CPU ("n/a" if not found).
+
+    The resampler's cost is mostly one small float64 matrix product, and OpenBLAS picks
+    its kernels per CPU when it loads.  On AVX-512 CPUs it does not recognise (seen on
+    AMD family 1Ah) it falls back to the AVX2 "Haswell" kernels, about half as fast at
+    these sizes; ``OPENBLAS_CORETYPE=SkylakeX`` in the environment selects the AVX-512
+    ones.  Results do not change: the resampler's sums are exact in any order.
+    """
+    libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+    for path in sorted(libs.glob("*openblas*")):
+        try:
+            lib = ctypes.CDLL(str(path))  # already loaded by numpy: same instance
+        except OSError:
+            continue
+        for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.restype = ctypes.c_char_p
+                core: bytes = fn()
+                return f"OpenBLAS {core.decode()}"
+    return "n/a"
 
 
 # --- timing ---------------------------------------------------------------------------
@@ -289,20 +317,25 @@ def _reference_outbound(frame: Int16Array, quality: str) -> Callable[[], object]
 
 
 def print_paths(reps: int, n_frames: int) -> None:
-    print("\nOne frame through the codec path, µs per frame")
+    print("\nOne frame through the codec path, µs per frame (ratio = other / ours fused)")
     rng = np.random.default_rng(3)
     inbound = ulaw_encode(
         np.clip(rng.standard_normal(160) * 4000, -32768, 32767).astype(np.int16)
     ).tobytes()
     outbound = np.clip(rng.standard_normal(480) * 4000, -32768, 32767).astype(np.int16)
-    up, down = StreamResampler(8000, 16000), StreamResampler(24000, 8000)
+    up, up2 = StreamResampler(8000, 16000), StreamResampler(8000, 16000)
+    down, down2 = StreamResampler(24000, 8000), StreamResampler(24000, 8000)
+    # "fused": StreamResampler.process_ulaw / process_to_ulaw, what the session runs;
+    # "2-step": the codec function and process() as separate calls.
     cases_in: dict[str, Callable[[], object]] = {
-        "ours": lambda: up.process(ulaw_decode(inbound)),
+        "ours fused": lambda: up.process_ulaw(inbound),
+        "ours 2-step": lambda: up2.process(ulaw_decode(inbound)),
     }
     cases_out: dict[str, Callable[[], object]] = {
-        "ours": lambda: ulaw_encode(down.process(outbound)).tobytes(),
+        "ours fused": lambda: down.process_to_ulaw(outbound).tobytes(),
+        "ours 2-step": lambda: ulaw_encode(down2.process(outbound)).tobytes(),
     }
-    names = ["ours"]
+    names = ["ours fused", "ours 2-step"]
     if soxr is not None and audioop is not None:
         for q in ("VHQ", "HQ"):
             name = f"audioop+soxr {q}"
@@ -315,10 +348,11 @@ def print_paths(reps: int, n_frames: int) -> None:
         ("out: 24k int16 → 8k μ-law bytes", cases_out),
     ):
         t = measure(cases, n_frames, reps)
+        base = t["ours fused"]
         cells = "".join(
-            f"{t[n] * 1e6:>10.2f} ({t[n] / t['ours']:.2f}x)"
-            if n != "ours"
-            else f"{t[n] * 1e6:>18.2f}"
+            f"{t[n] * 1e6:>10.2f} ({t[n] / base:.2f}x)"
+            if n != "ours fused"
+            else f"{base * 1e6:>18.2f}"
             for n in names
         )
         print(f"  {label:<34}{cells}")
@@ -340,8 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = [name for name, module in optional if module is None]
     print(
         f"python {sys.version.split()[0]}, numpy {np.__version__}, "
-        f"soxr {getattr(soxr, '__version__', 'n/a')}; medians of {args.reps} reps; "
-        "ratio = other / ours (>1: ours faster)"
+        f"soxr {getattr(soxr, '__version__', 'n/a')}, BLAS kernels {blas_core()}; "
+        f"medians of {args.reps} reps; ratio = other / ours (>1: ours faster)"
     )
     if missing:
         print(f"not installed, shown as n/a: {', '.join(missing)}")
