@@ -4,7 +4,9 @@ Pure functions and one streaming class on numpy arrays; imports nothing else of 
 
 * :mod:`audiocodecs.g711`: μ-law / A-law <-> int16, bit-exact with ``audioop``.
 * :mod:`audiocodecs.pcm`: 16-bit linear PCM in either byte order, input normalising.
-* :mod:`audiocodecs.resample`: low-delay streaming resampler, chunking-exact.
+* :mod:`audiocodecs.resample`: low-delay streaming resampler, chunking-exact; its
+  ``process_ulaw``/``process_alaw`` and ``process_to_ulaw``/``process_to_alaw`` fuse
+  G.711 decoding or encoding into the resampling step.
 
 PCM is always a 1-D native ``int16`` array (mono); G.711 codes are a 1-D ``uint8``
 array.  Bytes-like inputs are accepted everywhere (PCM bytes are little-endian).
