@@ -403,6 +403,7 @@ class MediaConnection:
                         self.log.info("provider stopped the stream")
                         self.finish(1000, "stream stopped", "stopped")
                         return
+                    # DTMF, marks, notices; the session logs provider error reports.
                     out = feed(event, now)
                     if out:
                         push(out)
@@ -410,8 +411,6 @@ class MediaConnection:
                         self.sync_clear()
                         if call.waiting_for_playout:
                             call.check_played()
-                    else:
-                        self._on_notice(event)
                 observe(perf() - started)
         except ConnectionClosed as exc:
             self._on_closed(exc)
