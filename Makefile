@@ -24,8 +24,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
+# Benchmarks run with OpenBLAS choosing its kernels for this CPU, as a deployment would:
+# some build machines force OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (for old OpenBLAS builds),
+# which slows current numpy. Tests and CI keep the machine's setting. bench_codecs
+# prints the kernel in use.
+BENCH_ENV = env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
+
 bench: $(STAMP)
-	$(PY) -m bench $(ARGS)
+	$(BENCH_ENV) $(PY) -m bench $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check mediastream audiocodecs bot tests bench
