@@ -83,6 +83,10 @@ class Config:
     mark_interval: float = 0.2
     #: Telnyx reorder window, in 20 ms frames.
     reorder_window: int = 3
+    #: Bot silence (with nothing queued) that counts as a pause and flushes the tail.
+    idle_flush: float = 0.1
+    #: A mark not echoed this long after its play time counts as played (clock fallback).
+    mark_grace: float = 1.0
 
     # --- security
     #: Bearer token for /dialout and call control; the endpoints are off without it.

@@ -195,7 +195,7 @@ def test_plivo_clear_is_timed_by_cleared_audio() -> None:
 
 
 def test_a_partial_frame_keeps_all_played_false_until_flushed_and_heard() -> None:
-    session = CallSession(call_info(), now=0.0)
+    session = CallSession(call_info(), now=0.0, idle_flush=0.02)
     session.send_audio(tone(440, 0.01, 8000).tobytes(), 8000, 0.0)
     assert session.poll(0.0) == ([], [])
     assert not session.all_played  # 10 ms waiting for a whole frame is not "played"

@@ -17,6 +17,7 @@ from audiocodecs.pcm import l16be_decode, l16le_decode
 from audiocodecs.resample import StreamResampler, resample
 from mediastream.protocols.events import MediaFormat, SendAudio, SendMark
 from mediastream.session import CallSession
+from mediastream.session.session import DEFAULT_IDLE_FLUSH
 from tests._util_session import (
     FakeProvider,
     call_info,
@@ -196,8 +197,9 @@ def test_a_paused_bot_tail_goes_out_when_the_queue_would_run_dry() -> None:
     x = tone(1000, 0.03, 8000)
     session.send_audio(x.tobytes(), 8000, 0.0)
     assert len(session.poll(0.0)[0]) == 1
-    assert session.next_deadline() == pytest.approx(0.02)  # quiet for a frame, queue dry
-    commands, _ = session.poll(0.02)
+    assert session.next_deadline() == pytest.approx(DEFAULT_IDLE_FLUSH)  # quiet, queue dry
+    assert session.poll(DEFAULT_IDLE_FLUSH - 0.001)[0] == []
+    commands, _ = session.poll(DEFAULT_IDLE_FLUSH)
     assert [type(c) for c in commands] == [SendAudio, SendMark]
     assert commands[0].payload[:80] == ulaw_encode(x[160:]).tobytes()  # type: ignore[union-attr]
     assert session.stats.idle_flushes == 1
@@ -214,6 +216,25 @@ def test_a_deep_queue_does_not_flush_while_a_streaming_bot_is_briefly_late() -> 
     drive(session, fake, actions, until=2.5)
     assert session.stats.idle_flushes == 0
     assert fake.audio_sent() == _spurt_on_wire(x, 24000)
+
+
+def test_a_real_time_bot_with_jitter_below_the_pause_threshold_gets_no_silence() -> None:
+    """An echo at a 16 kHz bot rate sends 20 ms every 20 ms, up to 60 ms late: with the
+    default pause threshold no padded frame is inserted mid-stream, so the provider's
+    queue does not grow (a padded frame would add 20 ms for the rest of the spurt)."""
+    rng = random.Random(5)
+    session = CallSession(call_info(), now=0.0)
+    fake = FakeProvider()
+    x = tone(440, 2.0, 16000)
+    actions = []
+    at = 0.0
+    for i in range(100):  # late by up to 60 ms, never out of order (a bot sends in order)
+        at = max(at, 0.02 * i + rng.uniform(0, 0.06))
+        actions.append((at, send(x[320 * i : 320 * (i + 1)], 16000)))
+    drive(session, fake, actions, until=3.0)
+    assert session.stats.idle_flushes == 1  # only the real end
+    assert fake.audio_sent() == _spurt_on_wire(x, 16000)
+    assert len(fake.frames) == 101  # 100 frames of audio + the padded filter tail
 
 
 def test_a_real_time_bot_with_jitter_gets_at_most_one_silence_frame() -> None:

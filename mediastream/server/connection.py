@@ -324,6 +324,8 @@ class MediaConnection:
             mark_interval=config.mark_interval,
             reorder_window=config.reorder_window,
             now=now,
+            mark_grace=config.mark_grace,
+            idle_flush=config.idle_flush,
         )
         self._session = session
         self._stats = StatsSync(self._server.metrics, info.provider)

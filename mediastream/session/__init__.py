@@ -15,7 +15,7 @@ I/O and the timer; :class:`CallSession` owns the media decisions:
 API notes beyond the original brief (additions only, nothing renamed):
 ``CallSession.end(reason, now)`` (socket closed / hang-up: flush and CallEnded),
 ``ended``, ``queued_s`` and ``bot_sample_rate`` properties, and the keyword arguments
-``mark_grace`` (default 1.0 s) and ``idle_flush`` (default 0.02 s). ``clear()`` returns
+``mark_grace`` (default 1.0 s) and ``idle_flush`` (default 0.1 s). ``clear()`` returns
 only ``[ClearAudio()]``; the interrupted utterance's ``PlayoutStopped`` comes out of the
 next ``poll()`` or ``receive_event()`` (``next_deadline()`` is then ``<= now``).
 """
