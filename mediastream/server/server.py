@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import http
 import logging
 import signal
@@ -519,6 +520,13 @@ async def serve(
     """
     server = MediaStreamServer(config, bot=bot, reuse_port=reuse_port)
     await server.start()
+    # serve() owns the process: everything loaded by now (the bots, Pipecat's large object
+    # graph) leaves the cyclic collector's view, so a full collection scans only what
+    # calls allocate. With Pipecat loaded a full collection cost 65-84 ms of CPU, a pause
+    # every live call hears (python -m bench pipecat --gc-freeze: p99 at 50 calls 50 ms
+    # instead of 120 ms). Embedders running MediaStreamServer themselves decide for
+    # their own process.
+    gc.freeze()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)
