@@ -1,11 +1,63 @@
 """mediastream: a pure-asyncio media-stream server for telephony voice bots.
 
 Layers (DESIGN.md §1): :mod:`mediastream.protocols` (sans-I/O provider dialects),
-the call session (codec, resampling, pacing, playout ledger), :mod:`mediastream.server`
-(the only asyncio I/O), the control plane (answer documents, REST call control,
-signatures). Pipecat lives in the separate ``bot`` package.
+:mod:`mediastream.session` (codec, resampling, pacing, playout ledger),
+:mod:`mediastream.server` (the only asyncio I/O), :mod:`mediastream.control` (answer
+documents, REST call control, signatures) and :mod:`mediastream.caller` (a simulated
+caller). Pipecat lives in the separate ``bot`` package.
+
+The names most embedders need are importable from here; they load lazily, so
+``import mediastream.protocols`` never pulls in aiohttp or websockets::
+
+    from mediastream import Call, Config, MediaStreamServer, serve
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "AgentRegistry": "mediastream.agents",
+    "BotRunner": "mediastream.call",
+    "Call": "mediastream.call",
+    "CallInfo": "mediastream.protocols.events",
+    "Config": "mediastream.config",
+    "MediaStreamServer": "mediastream.server",
+    "load_bot": "mediastream.agents",
+    "mount": "mediastream.server",
+    "run_calls": "mediastream.caller",
+    "serve": "mediastream.server",
+}
+
+__all__ = [
+    "AgentRegistry",
+    "BotRunner",
+    "Call",
+    "CallInfo",
+    "Config",
+    "MediaStreamServer",
+    "load_bot",
+    "mount",
+    "run_calls",
+    "serve",
+]
+
+if TYPE_CHECKING:
+    from mediastream.agents import AgentRegistry, load_bot
+    from mediastream.call import BotRunner, Call
+    from mediastream.caller import run_calls
+    from mediastream.config import Config
+    from mediastream.protocols.events import CallInfo
+    from mediastream.server import MediaStreamServer, mount, serve
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mediastream' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

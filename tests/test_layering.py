@@ -100,3 +100,21 @@ def test_the_layering_check_catches_an_upward_import(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text("def f():\n    import bot.transport\n    from pipecat.frames import x\n")
     assert _imports(sample) == {"bot.transport", "pipecat.frames"}
+
+
+def test_top_level_exports_resolve_and_protocols_stay_light() -> None:
+    """``mediastream`` re-exports lazily; the sans-I/O layer never drags in the I/O stack."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mediastream.protocols, audiocodecs\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in "
+        "('aiohttp', 'websockets', 'pipecat', 'prometheus_client')]\n"
+        "assert not heavy, heavy\n"
+        "import mediastream\n"
+        "assert set(mediastream.__all__) == set(mediastream._EXPORTS)\n"
+        "for name in mediastream.__all__:\n"
+        "    getattr(mediastream, name)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
