@@ -5,11 +5,13 @@ A provider subclass supplies its spelling (top-level stream-id and sequence keys
 event names it sends and how each maps onto the state machine), how to read its
 ``start`` message, which codecs it streams, and its outbound message templates.
 
-Cost per media message in (the hot path, ~50/s per call): one pass of the C JSON scanner
-behind ``json.loads`` (see ``_json.py``), a handful of dict reads, one strict
-``binascii.a2b_base64`` and the event object. Out: one
-``binascii.b2a_base64`` and two string concatenations around a template built at
-``start`` (the stream id is JSON-escaped once). ``bench/bench_protocols.py`` measures both.
+Cost per media message in (the hot path, ~50/s per call): once the first media message
+has taught the provider's template (``_fastmedia.py``), one regex ``fullmatch`` in place
+of a JSON parse, one strict ``binascii.a2b_base64``, three ``int()`` and the event
+object; anything the template does not match exactly takes the full parse (the C JSON
+scanner behind ``json.loads``, see ``_json.py``) with every check. Out: one
+``binascii.b2a_base64`` and one f-string around a template built at ``start`` (the
+stream id is JSON-escaped once). ``bench/bench_protocols.py`` measures both.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ..errors import (
     RemoteProtocolError,
     UnsupportedDataError,
 )
+from ._fastmedia import MediaMatcher, learn_media_template
 from ._fields import MAX_DIGITS, as_int, obj, opt_int, opt_str, req_str
 from ._json import SCAN_ERRORS, loads_strict, scan_once
 from ._params import STREAM_AUTH_HEADER, agent_and_org, header_value, query_parameters
@@ -75,45 +78,68 @@ ByteOrder: TypeAlias = Literal["little", "big"]
 _DTMF_DIGITS = frozenset("0123456789*#ABCD")
 _DTMF_STRING = re.compile(r"[0-9*#A-Da-d]+")
 _STARTED, _FAILED = State.STARTED, State.FAILED
+#: Media messages per stream that may teach a template (``_fastmedia.py``). A provider
+#: needs one; the bound keeps a stream whose messages never fit (odd whitespace,
+#: escapes) from paying for attempts for ever.
+_LEARN_ATTEMPTS = 8
+
+#: A learnt template with the stream's constants the fast path checks against it:
+#: (fullmatch, groups, stream id, max message chars, max payload base64 chars,
+#: inbound is L16, inbound format).
+_Template: TypeAlias = tuple[MediaMatcher, tuple[int, ...], str, int, int, bool, MediaFormat]
 
 
-def _audio_received_factory() -> Callable[..., AudioReceived]:
-    """``AudioReceived(...)`` at half the cost, for the one event made 50 times a second.
+class _AudioReceivedBuilder:
+    """``_AudioReceivedBuilder(...)`` is ``AudioReceived(...)`` at about a third of the cost.
 
-    A frozen dataclass's ``__init__`` goes through ``object.__setattr__`` once per field;
-    setting the slots through their descriptors does the same work without the lookups.
-    Checked at import: the fields must be exactly these six, with no ``__post_init__``,
-    or this refuses to load rather than build a half-initialised event.
+    For the one event made 50 times a second per call. A frozen dataclass's
+    ``__init__`` stores each field through ``object.__setattr__``, a call per field.
+    This class has the same slots, so its ``__init__`` stores them with the
+    interpreter's plain slot stores, and then makes the instance an
+    :class:`AudioReceived`: CPython allows ``__class__`` assignment between classes of
+    the same layout (same base, same ``__slots__``) and checks that it is so, raising
+    ``TypeError`` otherwise. The result is an ordinary frozen ``AudioReceived``.
+    :func:`_check_builder` proves it at import, so a change to the event makes this
+    module fail to load rather than build a wrong event.
     """
-    names = ("payload", "format", "track", "sequence", "chunk", "timestamp_ms")
-    if tuple(f.name for f in fields(AudioReceived)) != names or hasattr(
-        AudioReceived, "__post_init__"
-    ):
-        raise ImportError("AudioReceived changed: update base._audio_received_factory")
-    new = object.__new__
-    s0, s1, s2, s3, s4, s5 = (vars(AudioReceived)[name].__set__ for name in names)
 
-    def make(
+    # In AudioReceived's field order, to compare with it in _check_builder.
+    __slots__ = ("payload", "format", "track", "sequence", "chunk", "timestamp_ms")  # noqa: RUF023
+
+    def __init__(
+        self,
         payload: bytes,
         format: MediaFormat,
         track: str,
         sequence: int | None,
         chunk: int | None,
         timestamp_ms: int | None,
-    ) -> AudioReceived:
-        event: AudioReceived = new(AudioReceived)
-        s0(event, payload)
-        s1(event, format)
-        s2(event, track)
-        s3(event, sequence)
-        s4(event, chunk)
-        s5(event, timestamp_ms)
-        return event
-
-    return make
+    ) -> None:
+        self.payload = payload
+        self.format = format
+        self.track = track
+        self.sequence = sequence
+        self.chunk = chunk
+        self.timestamp_ms = timestamp_ms
+        self.__class__ = AudioReceived  # type: ignore[assignment]  # same layout
 
 
-_audio_received = _audio_received_factory()
+def _check_builder() -> Callable[..., AudioReceived]:
+    names = _AudioReceivedBuilder.__slots__
+    if (
+        tuple(f.name for f in fields(AudioReceived)) != names
+        or AudioReceived.__slots__ != names
+        or hasattr(AudioReceived, "__post_init__")
+    ):
+        raise ImportError("AudioReceived changed: update base._AudioReceivedBuilder")
+    args = (b"\x00", MediaFormat("l16", 16000), "outbound", 1, 2, 3)
+    probe: Any = _AudioReceivedBuilder(*args)
+    if type(probe) is not AudioReceived or probe != AudioReceived(*args):
+        raise ImportError("base._AudioReceivedBuilder does not build an AudioReceived")
+    return _AudioReceivedBuilder  # type: ignore[return-value]  # it builds AudioReceived
+
+
+_audio_received = _check_builder()
 
 
 class FormatRule:
@@ -198,6 +224,10 @@ class MediaStreamProtocol(ABC):
         self._max_payload_b64 = 0
         self._media_prefix = ""
         self._media_suffix = ""
+        # The inbound media template learnt from accepted messages (the last one that
+        # could be learnt); tests set the budget to 0 to force the full parse.
+        self._template: _Template | None = None
+        self._learn_budget = _LEARN_ATTEMPTS
 
     # ------------------------------------------------------------------ properties
 
@@ -230,6 +260,30 @@ class MediaStreamProtocol(ABC):
         names the offending field; the protocol is then ``FAILED`` and every later call
         raises again. No other exception escapes.
         """
+        template = self._template
+        if template is not None and self._state is _STARTED and type(message) is str:
+            # The fast path (see _fastmedia.py): a template match whose stream id,
+            # sizes, base64 and L16 byte count all pass is exactly what the full parse
+            # would accept; anything else falls through to it, errors included.
+            fullmatch, groups, stream_id, max_chars, max_b64, l16, fmt = template
+            match = fullmatch(message)
+            if match is not None and len(message) <= max_chars:
+                sid, sequence, track, chunk, timestamp, payload = match.group(*groups)
+                if sid == stream_id and len(payload) <= max_b64:
+                    try:
+                        audio = a2b_base64(payload, strict_mode=True)
+                    except ValueError:
+                        audio = None
+                    if audio is not None and not (l16 and len(audio) & 1):
+                        return [
+                            _audio_received(
+                                audio, fmt, track, int(sequence), int(chunk), int(timestamp)
+                            )
+                        ]
+        return self._receive_parsed(message)
+
+    def _receive_parsed(self, message: str | bytes) -> list[Event]:
+        """:meth:`receive` by a full JSON parse: every message the templates do not take."""
         if self._state is _FAILED:
             raise self._refusal()
         try:
@@ -251,7 +305,10 @@ class MediaStreamProtocol(ABC):
                 raise InvalidMessageError("message: expected a JSON object")
             event = data.get("event")
             if event == "media" and self._state is _STARTED:
-                return self._receive_media(data)  # the hot path skips the table
+                events = self._receive_media(data)  # the common case skips the table
+                if self._learn_budget:
+                    self._learn(message, data)
+                return events
             return self._dispatch(event, data)
         except RemoteProtocolError as exc:
             self._fail(exc)
@@ -261,6 +318,20 @@ class MediaStreamProtocol(ABC):
             error = InvalidMessageError(f"message: unprocessable ({type(exc).__name__})")
             self._fail(error)
             raise error from exc
+
+    def _learn(self, message: str, data: dict[str, Any]) -> None:
+        """Keep the template of an accepted media message, if it has a usable one."""
+        self._learn_budget -= 1
+        learnt = learn_media_template(message, data, self.STREAM_KEY, self.SEQUENCE_KEY)
+        if learnt is not None and self._stream_id is not None:
+            self._template = (
+                *learnt,
+                self._stream_id,
+                self._max_message_chars,
+                self._max_payload_b64,
+                self._in_l16,
+                self._in_format,
+            )
 
     def _dispatch(self, event: Any, data: dict[str, Any]) -> list[Event]:
         if type(event) is not str:
@@ -480,16 +551,18 @@ class MediaStreamProtocol(ABC):
         carry, such as DTMF on Twilio) :class:`~mediastream.errors.LocalProtocolError`.
         Empty audio gives no frame: providers must not receive an empty payload.
         """
-        if type(command) is SendAudio and self._state is State.STARTED:
+        # _STARTED, not State.STARTED: an enum member lookup through the class costs as
+        # much as the rest of this test.
+        if type(command) is SendAudio and self._state is _STARTED:
             payload = command.payload
             if len(payload) == 0:  # len(), not truth: a numpy array is bytes-like too
                 return []
             if self._out_l16 and len(payload) & 1:
                 raise LocalProtocolError("SendAudio: odd byte count for 16-bit L16 audio")
+            # One f-string: a single allocation for the frame, where + made two.
             return [
-                self._media_prefix
-                + b2a_base64(payload, newline=False).decode("ascii")
-                + self._media_suffix
+                f"{self._media_prefix}{b2a_base64(payload, newline=False).decode()}"
+                f"{self._media_suffix}"
             ]
         return self._send_slow(command)
 
