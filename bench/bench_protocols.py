@@ -1,9 +1,10 @@
 """Media messages per second through our protocols vs Pipecat 1.14's serializers.
 
 Both sides get the same documented 20 ms media message (``tests/vectors``), in one
-process, with no sockets. Pipecat's ``deserialize``/``serialize`` always include G.711
-(audioop) and, when the pipeline rate differs from 8 kHz, soxr stream resampling, so
-two comparisons are printed:
+process, with no sockets, in compact JSON as the providers' serializers write it (no
+spaces; the caller simulator in ``mediastream.caller`` writes it so too). Pipecat's
+``deserialize``/``serialize`` always include G.711 (audioop) and, when the pipeline
+rate differs from 8 kHz, soxr stream resampling, so two comparisons are printed:
 
 * **wire only**: our ``receive``/``send`` (JSON + base64 + validation + event object),
   codec work excluded from ours, against Pipecat's whole call at 8 kHz, where its
@@ -13,8 +14,11 @@ two comparisons are printed:
   ``audiocodecs.ulaw_decode`` + ``StreamResampler`` on the way in and
   ``StreamResampler`` + ``ulaw_encode`` on the way out.
 
-A third row shows the floor any JSON-parsing receive has (C scanner + ``a2b_base64``
-+ the event, no validation), to tell how much of ours is validation and dispatch.
+Ours recognises a media message by the template the stream's first media message
+taught (``mediastream/protocols/_fastmedia.py``), without a JSON parse; two more rows
+show what a message that template does not fit costs (the full parse with every check,
+templates off) and the floor any JSON-parsing receive has (C scanner + ``a2b_base64``
++ the event, no validation).
 
 Each figure is the median over ``--reps`` repetitions of ``--n`` messages (µs per
 message); a ratio below 1 means we are faster. The cases take turns within each
@@ -95,15 +99,28 @@ def _measure(runner: asyncio.Runner, cases: dict[str, Callable[[], Any]], asynch
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def _ours(provider: str) -> tuple[Any, str, bytes]:
-    """A started protocol, its media message and that message's 160 μ-law bytes."""
+def _compact(message: Any) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+def _ours(provider: str, *, templates: bool = True) -> tuple[Any, str, bytes]:
+    """A started protocol, its media message and that message's 160 μ-law bytes.
+
+    The protocol has received the media message once, so that it has learnt the
+    template (or, with ``templates=False``, is barred from learning one).
+    """
     from mediastream.protocols import protocol_for
 
     protocol = protocol_for(provider)
+    if not templates:
+        protocol._learn_budget = 0  # private switch: always the full parse
     for message in _vector(provider, "outbound")["messages"]:
-        protocol.receive(json.dumps(message))
+        protocol.receive(_compact(message))
     media = next(m for m in _vector(provider, "session")["messages"] if m["event"] == "media")
-    return protocol, json.dumps(media), base64.b64decode(media["media"]["payload"])
+    wire = _compact(media)
+    protocol.receive(wire)
+    assert (protocol._template is not None) is templates
+    return protocol, wire, base64.b64decode(media["media"]["payload"])
 
 
 async def _pipecat(provider: str, stream_id: str, rate: int, media: str,
@@ -156,9 +173,10 @@ def _floor(protocol: Any) -> Callable[[str], list[Any]]:
     return receive
 
 
-def _our_cases(protocol: Any, media: str, ulaw: bytes, rate: int, pcm: bytes,
+def _our_cases(protocol: Any, parsing: Any, media: str, ulaw: bytes, rate: int, pcm: bytes,
                codecs: tuple[Any, Any, Any] | None) -> dict[str, Callable[[], Any]]:
-    """Our receive/send, wire only, and with G.711 + resampling to/from ``rate``."""
+    """Our receive/send, wire only, and with G.711 + resampling to/from ``rate``;
+    ``parsing`` is a protocol without templates (the full parse)."""
     from mediastream.protocols import SendAudio
 
     send_cmd = SendAudio(ulaw)
@@ -166,6 +184,7 @@ def _our_cases(protocol: Any, media: str, ulaw: bytes, rate: int, pcm: bytes,
     cases: dict[str, Callable[[], Any]] = {
         "recv": lambda: protocol.receive(media),
         "send": lambda: protocol.send(send_cmd),
+        "parse": lambda: parsing.receive(media),
         "floor": lambda: floor(media),
     }
     if codecs is None:
@@ -214,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     with asyncio.Runner() as runner:
         for provider in args.providers.split(","):
             protocol, media, ulaw = _ours(provider)
+            parsing, _, _ = _ours(provider, templates=False)
             stream_id = protocol.call.stream_id
             for rate in rates:
                 # 20 ms of PCM at the pipeline rate, as the bot hands it to the transport.
@@ -221,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                                for i in range(rate // 50))
                 p_recv_fn, p_send_fn = runner.run(
                     _pipecat(provider, stream_id, rate, media, pcm))
-                cases = _our_cases(protocol, media, ulaw, rate, pcm, codecs)
+                cases = _our_cases(protocol, parsing, media, ulaw, rate, pcm, codecs)
                 cases["p_recv"], cases["p_send"] = p_recv_fn, p_send_fn
                 m = _measure(runner, cases, {"p_recv", "p_send"}, args.n, args.reps)
                 pipecat_total = m["p_recv"] + m["p_send"]
@@ -229,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                 wire = m["recv"] + m["send"]
                 if rate == 8000:
                     print(_row("in : wire only (ours: no codec)", m["recv"], m["p_recv"]))
+                    print(_row("in : no template fits: full parse + checks", m["parse"],
+                               m["p_recv"]))
                     print(_row("in : floor of any JSON parser (see _floor)", m["floor"],
                                m["p_recv"]))
                     print(_row("out: wire only (ours: no codec)", m["send"], m["p_send"]))
