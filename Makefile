@@ -15,7 +15,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[bot,dev,bench]'
+	$(PY) -m pip install --quiet -e '.[bot,dev,bench,plot]'
 	touch $(STAMP)
 
 run: $(STAMP)
