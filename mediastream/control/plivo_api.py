@@ -9,14 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .rest import (
-    CREATE_RETRY_STATUSES,
-    RestClient,
-    RestResponse,
-    path_segment,
-    raise_for_status,
-    response_field,
-)
+from .rest import RestClient, RestResponse, path_segment, raise_for_status
 
 __all__ = ["PlivoClient"]
 
@@ -56,16 +49,7 @@ class PlivoClient:
             body["ring_timeout"] = ring_timeout
         if time_limit is not None:
             body["time_limit"] = time_limit
-        response = await self.rest.request(
-            "POST",
-            f"{self._prefix}/Call/",
-            operation="create call",
-            json=body,
-            retry_statuses=CREATE_RETRY_STATUSES,
-            retry_connection_errors=False,
-        )
-        raise_for_status(response, self.provider, "create call", None)
-        return response_field(response, self.provider, "create call", "request_uuid")
+        return await self.rest.create_call(f"{self._prefix}/Call/", "request_uuid", json=body)
 
     async def hangup(self, call_uuid: str) -> None:
         """End the call (``DELETE …/Call/{uuid}/``, 204); 404 means it already ended."""
@@ -103,11 +87,9 @@ class PlivoClient:
     async def _post(
         self, path: str, body: dict[str, Any], operation: str, call_id: str
     ) -> RestResponse:
-        response = await self.rest.request(
+        return await self.rest.send(
             "POST", self._prefix + path, operation=operation, call_id=call_id, json=body
         )
-        raise_for_status(response, self.provider, operation, call_id)
-        return response
 
     async def _delete(self, path: str, operation: str, call_id: str) -> None:
         response = await self.rest.request(

@@ -221,6 +221,47 @@ class RestClient:
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        call_id: str | None = None,
+        json: Any = None,
+        form: Sequence[tuple[str, str]] | None = None,
+    ) -> RestResponse:
+        """:meth:`request`, then :class:`ProviderAPIError` unless the answer is a 2xx."""
+        response = await self.request(
+            method, path, operation=operation, call_id=call_id, json=json, form=form
+        )
+        raise_for_status(response, self.provider, operation, call_id)
+        return response
+
+    async def create_call(
+        self,
+        path: str,
+        *result: str,
+        json: Any = None,
+        form: Sequence[tuple[str, str]] | None = None,
+    ) -> str:
+        """POST a request that places a call; the id at ``result`` in the JSON answer.
+
+        Retried only on :data:`CREATE_RETRY_STATUSES` and never after a lost connection
+        (a retry of a call that was placed would ring the callee twice).
+        """
+        response = await self.request(
+            "POST",
+            path,
+            operation="create call",
+            json=json,
+            form=form,
+            retry_statuses=CREATE_RETRY_STATUSES,
+            retry_connection_errors=False,
+        )
+        raise_for_status(response, self.provider, "create call", None)
+        return response_field(response, self.provider, "create call", *result)
+
     async def _once(
         self, method: str, url: str, *, json: Any, form: Sequence[tuple[str, str]] | None
     ) -> RestResponse:

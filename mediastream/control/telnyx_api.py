@@ -13,15 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .rest import (
-    CREATE_RETRY_STATUSES,
-    ControlUnavailable,
-    RestClient,
-    RestResponse,
-    path_segment,
-    raise_for_status,
-    response_field,
-)
+from .rest import ControlUnavailable, RestClient, RestResponse, path_segment, raise_for_status
 
 __all__ = ["TelnyxClient", "TelnyxStreamOptions"]
 
@@ -70,16 +62,11 @@ class TelnyxClient:
         is the call control id. Returns it.
         """
         app = self._connection(connection_id)
-        response = await self.rest.request(
-            "POST",
+        return await self.rest.create_call(
             f"/v2/texml/calls/{path_segment(app)}",
-            operation="create call",
+            "call_sid",
             json={"From": from_, "To": to, "Texml": texml},
-            retry_statuses=CREATE_RETRY_STATUSES,
-            retry_connection_errors=False,
         )
-        raise_for_status(response, self.provider, "create call", None)
-        return response_field(response, self.provider, "create call", "call_sid")
 
     async def dial(
         self,
@@ -99,16 +86,7 @@ class TelnyxClient:
         }
         if client_state:
             body["client_state"] = client_state
-        response = await self.rest.request(
-            "POST",
-            "/v2/calls",
-            operation="create call",
-            json=body,
-            retry_statuses=CREATE_RETRY_STATUSES,
-            retry_connection_errors=False,
-        )
-        raise_for_status(response, self.provider, "create call", None)
-        return response_field(response, self.provider, "create call", "data", "call_control_id")
+        return await self.rest.create_call("/v2/calls", "data", "call_control_id", json=body)
 
     async def answer(
         self, call_control_id: str, *, stream: TelnyxStreamOptions, client_state: str | None = None

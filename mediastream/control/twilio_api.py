@@ -11,14 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .documents import twiml_dial
-from .rest import (
-    CREATE_RETRY_STATUSES,
-    RestClient,
-    RestResponse,
-    path_segment,
-    raise_for_status,
-    response_field,
-)
+from .rest import RestClient, RestResponse, path_segment, raise_for_status, response_field
 
 __all__ = ["TwilioClient"]
 
@@ -65,16 +58,7 @@ class TwilioClient:
             form += [("StatusCallbackEvent", event) for event in status_callback_events]
         if timeout is not None:
             form.append(("Timeout", str(timeout)))
-        response = await self.rest.request(
-            "POST",
-            f"{self._prefix}/Calls.json",
-            operation="create call",
-            form=form,
-            retry_statuses=CREATE_RETRY_STATUSES,
-            retry_connection_errors=False,
-        )
-        raise_for_status(response, self.provider, "create call", None)
-        return response_field(response, self.provider, "create call", "sid")
+        return await self.rest.create_call(f"{self._prefix}/Calls.json", "sid", form=form)
 
     async def hangup(self, call_sid: str) -> None:
         """End the call; a call that already ended (20404, 21220) counts as success.
@@ -83,7 +67,13 @@ class TwilioClient:
         included (``canceled`` would leave an answered call up), per Twilio's "modify a
         live call" reference.
         """
-        response = await self._update(call_sid, [("Status", "completed")], "hang up")
+        response = await self.rest.request(
+            "POST",
+            self._call_path(call_sid, ".json"),
+            operation="hang up",
+            call_id=call_sid,
+            form=[("Status", "completed")],
+        )
         code, _ = response.error_details()
         if response.ok or (response.status, code) in ((404, "20404"), (400, "21220")):
             return
@@ -96,13 +86,11 @@ class TwilioClient:
         if (twiml is None) == (url is None):
             raise ValueError("give exactly one of twiml and url")
         form = [("Twiml", twiml)] if twiml is not None else [("Url", url or ""), ("Method", "POST")]
-        response = await self._update(call_sid, form, "redirect")
-        raise_for_status(response, self.provider, "redirect", call_sid)
+        await self._post(call_sid, ".json", form, "redirect")
 
     async def transfer(self, call_sid: str, to: str) -> None:
         """Connect the caller to ``to`` (a number or SIP URI) with ``<Dial>``."""
-        response = await self._update(call_sid, [("Twiml", twiml_dial(to))], "transfer")
-        raise_for_status(response, self.provider, "transfer", call_sid)
+        await self._post(call_sid, ".json", [("Twiml", twiml_dial(to))], "transfer")
 
     async def start_recording(
         self, call_sid: str, *, channels: str = "dual", status_callback: str | None = None
@@ -111,34 +99,22 @@ class TwilioClient:
         form = [("RecordingChannels", channels)]
         if status_callback:
             form.append(("RecordingStatusCallback", status_callback))
-        response = await self.rest.request(
-            "POST",
-            f"{self._prefix}/Calls/{path_segment(call_sid)}/Recordings.json",
-            operation="start recording",
-            call_id=call_sid,
-            form=form,
-        )
-        raise_for_status(response, self.provider, "start recording", call_sid)
+        response = await self._post(call_sid, "/Recordings.json", form, "start recording")
         return response_field(response, self.provider, "start recording", "sid")
 
     async def stop_recording(self, call_sid: str, recording_sid: str = "Twilio.CURRENT") -> None:
         """Stop a recording (``Twilio.CURRENT``: the call's current one)."""
-        response = await self.rest.request(
-            "POST",
-            f"{self._prefix}/Calls/{path_segment(call_sid)}/Recordings/{path_segment(recording_sid)}.json",
-            operation="stop recording",
-            call_id=call_sid,
-            form=[("Status", "stopped")],
-        )
-        raise_for_status(response, self.provider, "stop recording", call_sid)
+        tail = f"/Recordings/{path_segment(recording_sid)}.json"
+        await self._post(call_sid, tail, [("Status", "stopped")], "stop recording")
 
-    async def _update(
-        self, call_sid: str, form: list[tuple[str, str]], operation: str
+    def _call_path(self, call_sid: str, tail: str) -> str:
+        return f"{self._prefix}/Calls/{path_segment(call_sid)}{tail}"
+
+    async def _post(
+        self, call_sid: str, tail: str, form: list[tuple[str, str]], operation: str
     ) -> RestResponse:
-        return await self.rest.request(
-            "POST",
-            f"{self._prefix}/Calls/{path_segment(call_sid)}.json",
-            operation=operation,
-            call_id=call_sid,
-            form=form,
+        """POST ``form`` to ``…/Calls/{sid}{tail}``; ProviderAPIError unless a 2xx."""
+        path = self._call_path(call_sid, tail)
+        return await self.rest.send(
+            "POST", path, operation=operation, call_id=call_sid, form=form
         )
