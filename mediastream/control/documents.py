@@ -57,12 +57,22 @@ def _serialize(root: ET.Element) -> str:
     return _DECLARATION + ET.tostring(root, encoding="unicode")
 
 
-def _stream_with_parameters(
-    parent: ET.Element, attributes: Mapping[str, str], parameters: Mapping[str, str]
-) -> None:
-    stream = ET.SubElement(parent, "Stream", {k: xml_text(v) for k, v in attributes.items()})
+def _attributes(attributes: Mapping[str, str]) -> dict[str, str]:
+    return {name: xml_text(value) for name, value in attributes.items()}
+
+
+def _connect_stream(
+    attributes: dict[str, str], parameters: Mapping[str, str], status_callback: str | None
+) -> str:
+    """``<Response><Connect><Stream>`` with ``<Parameter>`` children: TwiML and TeXML alike."""
+    if status_callback:
+        attributes["statusCallback"] = status_callback
+        attributes["statusCallbackMethod"] = "POST"
+    root = ET.Element("Response")
+    stream = ET.SubElement(ET.SubElement(root, "Connect"), "Stream", _attributes(attributes))
     for name, value in parameters.items():
         ET.SubElement(stream, "Parameter", {"name": xml_text(name), "value": xml_text(value)})
+    return _serialize(root)
 
 
 def twiml_connect_stream(
@@ -76,12 +86,7 @@ def twiml_connect_stream(
     attributes = {"url": url}
     if name:
         attributes["name"] = name
-    if status_callback:
-        attributes["statusCallback"] = status_callback
-        attributes["statusCallbackMethod"] = "POST"
-    root = ET.Element("Response")
-    _stream_with_parameters(ET.SubElement(root, "Connect"), attributes, parameters)
-    return _serialize(root)
+    return _connect_stream(attributes, parameters, status_callback)
 
 
 def texml_connect_stream(
@@ -101,12 +106,7 @@ def texml_connect_stream(
         "bidirectionalCodec": codec,
         "bidirectionalSamplingRate": str(sample_rate),
     }
-    if status_callback:
-        attributes["statusCallback"] = status_callback
-        attributes["statusCallbackMethod"] = "POST"
-    root = ET.Element("Response")
-    _stream_with_parameters(ET.SubElement(root, "Connect"), attributes, parameters)
-    return _serialize(root)
+    return _connect_stream(attributes, parameters, status_callback)
 
 
 def plivo_stream(
@@ -129,7 +129,7 @@ def plivo_stream(
         attributes["statusCallbackUrl"] = status_callback
         attributes["statusCallbackMethod"] = "POST"
     root = ET.Element("Response")
-    stream = ET.SubElement(root, "Stream", {k: xml_text(v) for k, v in attributes.items()})
+    stream = ET.SubElement(root, "Stream", _attributes(attributes))
     stream.text = xml_text(url)
     return _serialize(root)
 
