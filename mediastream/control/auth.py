@@ -44,7 +44,7 @@ from .signatures import (
     verify_twilio,
 )
 from .tokens import StreamTokens, looks_like_token, shared_tokens, token_secret
-from .urls import public_origin
+from .urls import find_header, public_origin
 
 __all__ = [
     "STREAM_TOKEN_PARAMETERS",
@@ -186,7 +186,7 @@ class WebhookRequest:
     form: Sequence[tuple[str, str]] = field(default_factory=tuple)
 
     def header(self, name: str) -> str | None:
-        return _header(self.headers, name)
+        return find_header(self.headers, name)
 
 
 def verify_webhook(
@@ -246,7 +246,7 @@ def _verify_twilio(
     body: bytes,
 ) -> str | None:
     c = config.credentials
-    settings = _header(headers, "x-twilio-webhooks-signature-settings")
+    settings = find_header(headers, "x-twilio-webhooks-signature-settings")
     algorithm, key_id = twilio_signature_algorithm(settings)
     if key_id is not None:
         # Signed with a SharedKey (Webhooks configuration API), not the Auth Token.
@@ -257,7 +257,7 @@ def _verify_twilio(
         secrets = [c.twilio_auth_token]
     else:
         return "TWILIO_AUTH_TOKEN is not set"
-    signature = _header(headers, "x-twilio-signature")
+    signature = find_header(headers, "x-twilio-signature")
     reason: str | None = "no candidate URL"
     for url in urls:
         reason = verify_twilio(url, form, signature, secrets, algorithm=algorithm, body=body)
@@ -365,10 +365,10 @@ def check_stream_start(
 
 def _header_tokens(headers: Mapping[str, str]) -> list[str]:
     found: list[str] = []
-    telnyx = _header(headers, _TELNYX_TOKEN_HEADER)
+    telnyx = find_header(headers, _TELNYX_TOKEN_HEADER)
     if telnyx:
         found.append(telnyx.strip())
-    scheme, _, value = (_header(headers, "authorization") or "").partition(" ")
+    scheme, _, value = (find_header(headers, "authorization") or "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         found.append(value.strip())
     return found
@@ -379,12 +379,3 @@ def _provider_of(path: str) -> str | None:
     if len(parts) >= 2 and parts[0] == "ws" and parts[1] in _PROVIDERS:
         return parts[1]
     return None
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        for key, candidate in headers.items():
-            if key.lower() == name:
-                return candidate
-    return value

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode, urlsplit
 
-__all__ = ["Origin", "public_origin", "stream_url"]
+__all__ = ["Origin", "find_header", "public_origin", "stream_url"]
 
 logger = logging.getLogger("mediastream.control")
 
@@ -88,7 +88,7 @@ def _first(value: str | None) -> str | None:
 
 def _forwarded_pair(headers: Mapping[str, str], name: str) -> str | None:
     # RFC 7239: Forwarded: for=1.2.3.4;proto=https;host=example.com, for=...
-    element = _first(_header(headers, "forwarded"))
+    element = _first(find_header(headers, "forwarded"))
     if not element:
         return None
     for pair in element.split(";"):
@@ -98,7 +98,8 @@ def _forwarded_pair(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
+def find_header(headers: Mapping[str, str], name: str) -> str | None:
+    """The header ``name`` (lower case) in ``headers``, whatever case the mapping uses."""
     value = headers.get(name)
     if value is None:
         for key, candidate in headers.items():
@@ -125,15 +126,17 @@ def public_origin(
         split = urlsplit(public_url)
         return Origin(split.scheme.lower(), split.netloc, split.path.rstrip("/"))
     if trust_forwarded:
-        proto = _first(_header(headers, "x-forwarded-proto")) or _forwarded_pair(headers, "proto")
-        host = _first(_header(headers, "x-forwarded-host")) or _forwarded_pair(headers, "host")
+        proto = _first(find_header(headers, "x-forwarded-proto")) or _forwarded_pair(
+            headers, "proto"
+        )
+        host = _first(find_header(headers, "x-forwarded-host")) or _forwarded_pair(headers, "host")
         if proto or host:
             return Origin(
                 (proto or scheme).lower(),
-                host or _header(headers, "host") or fallback_host or "",
+                host or find_header(headers, "host") or fallback_host or "",
                 certain=bool(proto),
             )
-    host = _header(headers, "host") or fallback_host
+    host = find_header(headers, "host") or fallback_host
     if not host:
         return None
     if host not in _warned_hosts and len(_warned_hosts) < 64:
