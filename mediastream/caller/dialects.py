@@ -263,11 +263,62 @@ class CallerDialect(ABC):
         return issues
 
 
-class TwilioCaller(CallerDialect):
+class _MarkDialect(CallerDialect):
+    """Twilio and Telnyx: the server sends ``media``, ``mark`` and ``clear`` (§1.3, §2.3).
+
+    The two differ in key spelling, in whether the server must name the stream, in the
+    error code prefix and in what they check of a ``media`` payload.
+    """
+
+    _SEQUENCE: ClassVar[str]
+    _STREAM: ClassVar[str]
+    #: Whether a server message without the stream id is an error.
+    _STREAM_REQUIRED: ClassVar[bool]
+    _ALLOWED = frozenset({"media", "mark", "clear"})
+
+    def mark_played(self, name: str) -> bytes:
+        return self._dump({
+            "event": "mark",
+            self._SEQUENCE: str(self._next_sequence()),
+            self._STREAM: self.identity.stream_id,
+            "mark": {"name": name},
+        })
+
+    def _parse(self, event: str, obj: dict[str, Any]) -> Parsed:
+        code = self._code("invalid")
+        if event not in self._ALLOWED:
+            return Parsed(ServerOther(event), (f"{code}unknown event {event!r}",))
+        issues: list[str] = []
+        sid = obj.get(self._STREAM)
+        if sid != self.identity.stream_id and (sid is not None or self._STREAM_REQUIRED):
+            issues.append(f"{code}{event}: {self._STREAM} {sid!r} is not this stream's")
+        if event == "media":
+            media = obj.get("media")
+            payload = _b64(media.get("payload")) if isinstance(media, dict) else None
+            if not isinstance(media, dict) or payload is None:
+                return Parsed(ServerOther(event), (*issues, f"{code}media: bad or empty payload"))
+            issues.extend(self._payload_violations(media, payload))
+            return Parsed(ServerMedia(payload, self.outbound), tuple(issues))
+        if event == "mark":
+            mark = obj.get("mark")
+            name = mark.get("name") if isinstance(mark, dict) else None
+            if not isinstance(name, str):
+                return Parsed(ServerOther(event), (*issues, f"{code}mark without mark.name"))
+            return Parsed(ServerMark(name), tuple(issues))
+        return Parsed(ServerClear(), tuple(issues))
+
+    @abstractmethod
+    def _payload_violations(self, media: dict[str, Any], payload: bytes) -> list[str]:
+        """What the provider objects to in a ``media`` message with a valid payload."""
+
+
+class TwilioCaller(_MarkDialect):
     """Twilio Media Streams (protocols.md §1): camelCase, every number a string."""
 
     provider = "twilio"
-    _ALLOWED = frozenset({"media", "mark", "clear"})
+    _SEQUENCE = "sequenceNumber"
+    _STREAM = "streamSid"
+    _STREAM_REQUIRED = True
 
     def opening(self, epoch_ms: int) -> list[bytes]:
         ids = self.identity
@@ -303,14 +354,6 @@ class TwilioCaller(CallerDialect):
             "dtmf": {"track": "inbound_track", "digit": digit},
         })
 
-    def mark_played(self, name: str) -> bytes:
-        return self._dump({
-            "event": "mark",
-            "sequenceNumber": str(self._next_sequence()),
-            "streamSid": self.identity.stream_id,
-            "mark": {"name": name},
-        })
-
     def stop(self) -> bytes:
         ids = self.identity
         return self._dump({
@@ -324,36 +367,19 @@ class TwilioCaller(CallerDialect):
         # §1.8: 31950 malformed (not JSON / binary), 31951 invalid (unknown event, field).
         return "31950 " if kind == "malformed" else "31951 "
 
-    def _parse(self, event: str, obj: dict[str, Any]) -> Parsed:
-        issues: list[str] = []
-        if event not in self._ALLOWED:
-            return Parsed(ServerOther(event), (f"31951 unknown event {event!r}",))
-        sid = obj.get("streamSid")
-        if sid != self.identity.stream_id:
-            issues.append(f"31951 {event}: streamSid {sid!r} is not this stream's")
-        if event == "media":
-            media = obj.get("media")
-            payload = _b64(media.get("payload")) if isinstance(media, dict) else None
-            if payload is None:
-                return Parsed(ServerOther(event), (*issues, "31951 media: bad or empty payload"))
-            extra = set(media.keys()) - {"payload"} if isinstance(media, dict) else set()
-            if extra:
-                issues.append(f"31951 media: unexpected fields {sorted(extra)}")
-            return Parsed(ServerMedia(payload, self.outbound), tuple(issues))
-        if event == "mark":
-            mark = obj.get("mark")
-            name = mark.get("name") if isinstance(mark, dict) else None
-            if not isinstance(name, str):
-                return Parsed(ServerOther(event), (*issues, "31951 mark without mark.name"))
-            return Parsed(ServerMark(name), tuple(issues))
-        return Parsed(ServerClear(), tuple(issues))
+    def _payload_violations(self, media: dict[str, Any], payload: bytes) -> list[str]:
+        extra = set(media.keys()) - {"payload"}
+        return [f"31951 media: unexpected fields {sorted(extra)}"] if extra else []
 
 
-class TelnyxCaller(CallerDialect):
+class TelnyxCaller(_MarkDialect):
     """Telnyx media streaming (protocols.md §2): snake_case, numbers as strings."""
 
     provider = "telnyx"
-    _ALLOWED = frozenset({"media", "mark", "clear"})
+    _SEQUENCE = "sequence_number"
+    _STREAM = "stream_id"
+    # stream_id is optional on what the server sends (§2.3), but must be ours if set.
+    _STREAM_REQUIRED = False
     _ENCODING: ClassVar[dict[str, str]] = {"pcmu": "PCMU", "pcma": "PCMA", "l16": "L16"}
 
     def opening(self, epoch_ms: int) -> list[bytes]:
@@ -394,14 +420,6 @@ class TelnyxCaller(CallerDialect):
             "dtmf": {"digit": digit},
         })
 
-    def mark_played(self, name: str) -> bytes:
-        return self._dump({
-            "event": "mark",
-            "sequence_number": str(self._next_sequence()),
-            "stream_id": self.identity.stream_id,
-            "mark": {"name": name},
-        })
-
     def stop(self) -> bytes:
         ids = self.identity
         return self._dump({
@@ -411,34 +429,14 @@ class TelnyxCaller(CallerDialect):
             "stop": {"user_id": ids.account_id, "call_control_id": ids.call_id},
         })
 
-    def _parse(self, event: str, obj: dict[str, Any]) -> Parsed:
-        if event not in self._ALLOWED:
-            return Parsed(ServerOther(event), (f"unknown event {event!r}",))
+    def _payload_violations(self, media: dict[str, Any], payload: bytes) -> list[str]:
         issues: list[str] = []
-        # stream_id is optional on what the server sends (§2.3), but must be ours if set.
-        sid = obj.get("stream_id")
-        if sid is not None and sid != self.identity.stream_id:
-            issues.append(f"{event}: stream_id {sid!r} is not this stream's")
-        if event == "media":
-            media = obj.get("media")
-            payload = _b64(media.get("payload")) if isinstance(media, dict) else None
-            if payload is None:
-                return Parsed(ServerOther(event), (*issues, "media: bad or empty payload"))
-            # §2.3 / §5.1: each RTP-mode media message must carry 20 ms .. 30 s.
-            ms = len(payload) * 1000 // (
-                self.outbound.sample_rate * self.outbound.bytes_per_sample
-            )
-            if ms < 20:
-                issues.append(f"media: {ms} ms payload is shorter than Telnyx's 20 ms minimum")
-            issues.extend(self._media_violations(payload, self.outbound))
-            return Parsed(ServerMedia(payload, self.outbound), tuple(issues))
-        if event == "mark":
-            mark = obj.get("mark")
-            name = mark.get("name") if isinstance(mark, dict) else None
-            if not isinstance(name, str):
-                return Parsed(ServerOther(event), (*issues, "mark without mark.name"))
-            return Parsed(ServerMark(name), tuple(issues))
-        return Parsed(ServerClear(), tuple(issues))
+        # §2.3 / §5.1: each RTP-mode media message must carry 20 ms .. 30 s.
+        ms = len(payload) * 1000 // (self.outbound.sample_rate * self.outbound.bytes_per_sample)
+        if ms < 20:
+            issues.append(f"media: {ms} ms payload is shorter than Telnyx's 20 ms minimum")
+        issues.extend(self._media_violations(payload, self.outbound))
+        return issues
 
 
 class PlivoCaller(CallerDialect):
