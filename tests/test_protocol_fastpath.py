@@ -562,3 +562,27 @@ def test_json_numbers_are_read_as_json_reads_them(provider: str) -> None:
         v.respell = {"chunk": spelling}
         same(fast, slow, render(provider, shape, v, lambda: ""))
     assert parses() == 4
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_the_stream_id_is_matched_literally(provider: str) -> None:
+    """The template holds the stream id as a literal: characters that mean something
+    in a regex mean nothing there, and an id too long to be one is not compiled."""
+    cls = PROTOCOLS[provider]
+
+    def media(sid: str) -> str:
+        return json.dumps(
+            {"event": "media", cls.SEQUENCE_KEY: "2", cls.STREAM_KEY: sid,
+             "media": {"track": "inbound", "chunk": "1", "timestamp": "0", "payload": "AA=="}},
+            separators=(",", ":"),
+        )
+
+    fast, slow = pair(provider, "outbound", "a.b+")
+    assert same(fast, slow, media("a.b+"))[0] == "events"
+    assert fast._template is not None
+    assert same(fast, slow, media("aXbb"))[:2] == ("error", errors.InvalidMessageError)
+    long_id = "s" * 3000
+    fast, slow = pair(provider, "outbound", long_id)
+    for _ in range(2):
+        assert same(fast, slow, media(long_id))[0] == "events"
+    assert fast._template is None

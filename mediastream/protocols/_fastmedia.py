@@ -25,13 +25,16 @@ Why a match gives exactly what the full parse would (the fallback handles the re
   the shape unlearnable.
 * Keys and separators are literals, so a matching message is a valid JSON object with
   the same keys, each exactly once (no duplicate key whose last value JSON would keep).
+  So is the stream id, as the taught message spelt it: a template belongs to one
+  stream (compiled once per stream, a fraction of a millisecond), and a message for
+  another stream, or spelling the id otherwise, does not match.
 * Numbers are limited to 19 digits, the bound the full parse applies to decimal
   strings; longer JSON numbers (valid there) simply fall back.
 
-What the regex cannot see, the caller checks before trusting a match: the stream id
-equals the started stream's, the payload length bound, the message length bound,
-strict base64 decoding, and the L16 byte count. A failure of any falls back to the
-full parse, which then raises its usual error.
+What the regex cannot see, the caller checks before trusting a match: the payload
+length bound, the message length bound, strict base64 decoding, and the L16 byte
+count. A failure of any falls back to the full parse, which then raises its usual
+error.
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ __all__ = ["MediaMatcher", "learn_media_template"]
 #: A compiled template's ``fullmatch``.
 MediaMatcher: TypeAlias = Callable[[str], "re.Match[str] | None"]
 
-_FIELDS = ("stream", "sequence", "track", "chunk", "timestamp", "payload")
+_FIELDS = ("sequence", "track", "chunk", "timestamp", "payload")
+#: A string read as its text: no quote, no backslash (so no escape), no control character.
 _TEXT = r'"([^"\\\x00-\x1f]*)"'
-#: The same for the usual ids and track names: a positive class is cheaper to match.
+#: The same for the usual track names: a positive class is cheaper to match.
 _WORD = r'"([0-9A-Za-z_.:=+/-]*)"'
 _WORD_CHARS = re.compile(r"[0-9A-Za-z_.:=+/-]*")
 _IGNORED_TEXT = r'"[^"\\\x00-\x1f]*"'
@@ -62,16 +66,22 @@ _NUMBER = f"(0|[1-9][0-9]{{0,{MAX_DIGITS - 1}}})"
 #: a control character or any other text makes it fall back to the full parse.
 _PAYLOAD = r'"([^"]*)"'
 _SEPARATORS = ((",", ":"), (", ", ": "))
+#: Longest regex source compiled (about 250 characters for the providers' messages):
+#: the key names and the stream id are literals in it, and compiling costs time
+#: linear in its length.
+_MAX_PATTERN = 2000
 
 
 def learn_media_template(
-    message: str, data: dict[str, Any], stream_key: str, sequence_key: str
-) -> tuple[MediaMatcher, tuple[int, ...]] | None:
+    message: str, data: dict[str, Any], stream_key: str, sequence_key: str, stream_id: str
+) -> tuple[MediaMatcher, tuple[int, ...] | None] | None:
     """The template of ``message`` (already parsed into ``data``), or ``None``.
 
     The template is ``(fullmatch, groups)``: ``fullmatch(message).group(*groups)``
-    gives, in this order, the stream id, sequence number, track, chunk, timestamp
-    (numbers as decimal text) and the payload text of a message of the same shape.
+    gives, in this order, the sequence number, track, chunk, timestamp (numbers as
+    decimal text) and the payload text of a message of the same shape; ``groups`` is
+    ``None`` when that is the regex's own group order, so ``groups()`` gives it (half
+    the cost). ``stream_id`` is the started stream's: the message must carry it.
 
     ``None`` when the message is not exactly a ``json.dumps`` rendering with one of
     the two usual separator pairs, when it lacks one of the six fields the media
@@ -90,13 +100,21 @@ def learn_media_template(
     else:
         return None
     top = {stream_key: "stream", sequence_key: "sequence"}
-    builder = _Builder(separators)
-    if not builder.members(data, top) or len(builder.groups) != len(_FIELDS):
+    builder = _Builder(separators, stream_id)
+    if (
+        not builder.members(data, top)
+        or len(builder.groups) != len(_FIELDS)
+        or not builder.has_stream
+    ):
         return None
-    fullmatch = re.compile("".join(builder.parts)).fullmatch
+    pattern = "".join(builder.parts)
+    if len(pattern) > _MAX_PATTERN:  # keys or a stream id far longer than any provider's
+        return None
+    fullmatch = re.compile(pattern).fullmatch
     if fullmatch(message) is None:  # e.g. an escape in a value: useless, do not keep it
         return None
-    return fullmatch, tuple(builder.groups[field] for field in _FIELDS)
+    groups = tuple(builder.groups[field] for field in _FIELDS)
+    return fullmatch, None if groups == tuple(range(1, len(_FIELDS) + 1)) else groups
 
 
 #: Keys of the ``media`` object and the fields they hold.
@@ -106,7 +124,9 @@ _MEDIA = {"track": "track", "chunk": "chunk", "timestamp": "timestamp", "payload
 class _Builder:
     """Regex text for one parsed message, value by value, in the message's key order."""
 
-    def __init__(self, separators: tuple[str, str]) -> None:
+    def __init__(self, separators: tuple[str, str], stream_id: str) -> None:
+        self.stream_id = stream_id
+        self.has_stream = False
         self.item_sep = re.escape(separators[0])
         self.key_sep = separators[1]
         self.parts: list[str] = []
@@ -138,7 +158,13 @@ class _Builder:
             pattern = _IGNORED_TEXT if kind is str else None
         elif field == "payload":
             pattern = _PAYLOAD if kind is str else None
-        elif field in ("stream", "track"):
+        elif field == "stream":
+            if item != self.stream_id:
+                return False
+            self.has_stream = True
+            self.parts.append(re.escape(json.dumps(item, ensure_ascii=False)))
+            return True
+        elif field == "track":
             pattern = None if kind is not str else _WORD if _WORD_CHARS.fullmatch(item) else _TEXT
         elif kind is str:  # numbers as decimal text (Twilio, Telnyx)
             pattern = _NUMBER_TEXT

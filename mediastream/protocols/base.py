@@ -84,9 +84,9 @@ _STARTED, _FAILED = State.STARTED, State.FAILED
 _LEARN_ATTEMPTS = 8
 
 #: A learnt template with the stream's constants the fast path checks against it:
-#: (fullmatch, groups, stream id, max message chars, max payload base64 chars,
-#: inbound is L16, inbound format).
-_Template: TypeAlias = tuple[MediaMatcher, tuple[int, ...], str, int, int, bool, MediaFormat]
+#: (fullmatch, groups, max message chars, max payload base64 chars, inbound is L16,
+#: inbound format).
+_Template: TypeAlias = tuple[MediaMatcher, tuple[int, ...] | None, int, int, bool, MediaFormat]
 
 
 class _AudioReceivedBuilder:
@@ -262,14 +262,16 @@ class MediaStreamProtocol(ABC):
         """
         template = self._template
         if template is not None and self._state is _STARTED and type(message) is str:
-            # The fast path (see _fastmedia.py): a template match whose stream id,
-            # sizes, base64 and L16 byte count all pass is exactly what the full parse
-            # would accept; anything else falls through to it, errors included.
-            fullmatch, groups, stream_id, max_chars, max_b64, l16, fmt = template
+            # The fast path (see _fastmedia.py): a template match (it holds the stream
+            # id) whose sizes, base64 and L16 byte count all pass is exactly what the
+            # full parse would accept; anything else falls through to it, errors too.
+            fullmatch, groups, max_chars, max_b64, l16, fmt = template
             match = fullmatch(message)
             if match is not None and len(message) <= max_chars:
-                sid, sequence, track, chunk, timestamp, payload = match.group(*groups)
-                if sid == stream_id and len(payload) <= max_b64:
+                sequence, track, chunk, timestamp, payload = (
+                    match.groups() if groups is None else match.group(*groups)
+                )
+                if len(payload) <= max_b64:
                     try:
                         audio = a2b_base64(payload, strict_mode=True)
                     except ValueError:
@@ -322,11 +324,14 @@ class MediaStreamProtocol(ABC):
     def _learn(self, message: str, data: dict[str, Any]) -> None:
         """Keep the template of an accepted media message, if it has a usable one."""
         self._learn_budget -= 1
-        learnt = learn_media_template(message, data, self.STREAM_KEY, self.SEQUENCE_KEY)
-        if learnt is not None and self._stream_id is not None:
+        if self._stream_id is None:
+            return
+        learnt = learn_media_template(
+            message, data, self.STREAM_KEY, self.SEQUENCE_KEY, self._stream_id
+        )
+        if learnt is not None:
             self._template = (
                 *learnt,
-                self._stream_id,
                 self._max_message_chars,
                 self._max_payload_b64,
                 self._in_l16,
