@@ -66,6 +66,15 @@ class CallMeasurements:
     underrun_ms: float = 0.0
     clear_to_silence_ms: list[float] = field(default_factory=list)
 
+    def add_match(self, sent: float, returned: float, played: float, at: float) -> None:
+        """One matched probe/utterance: ``sent`` and ``at`` (its send time, from the call's
+        reference time) on the caller's clock, ``returned``/``played`` its onset on the
+        returned-audio timeline and on the playout grid (seconds)."""
+        self.probes_matched += 1
+        self.latencies_ms.append((returned - sent) * 1000)
+        self.queue_ms.append((played - returned) * 1000)
+        self.latency_times_s.append(at)
+
     @property
     def jitter_ms(self) -> float | None:
         if len(self.latencies_ms) < 2:
@@ -202,10 +211,7 @@ def _measure_probes(
             lost_ms += cfg.tone_ms
             continue
         used.add(match)
-        m.probes_matched += 1
-        m.latencies_ms.append((start_times[match] - origin) * 1000)
-        m.queue_ms.append((play_times[match] - start_times[match]) * 1000)
-        m.latency_times_s.append(origin - t_ref)
+        m.add_match(origin, start_times[match], play_times[match], origin - t_ref)
         # Count the tone's loud samples (not its span: playout gaps are late, not lost)
         # against a complete copy's count.
         hi = starts[match] + lengths[probe.tone] + slack_n
@@ -247,7 +253,4 @@ def _measure_speech(
         k = int(np.searchsorted(start_times, t_end))
         m.probes_counted += 1
         if k < len(start_times) and start_times[k] < t_next:
-            m.probes_matched += 1
-            m.latencies_ms.append((start_times[k] - t_end) * 1000)
-            m.queue_ms.append((play_times[k] - start_times[k]) * 1000)
-            m.latency_times_s.append(float(send_times[first]) - t_ref)
+            m.add_match(t_end, start_times[k], play_times[k], float(send_times[first]) - t_ref)
