@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 from _util_caller import EchoServer, scaled
 
+from mediastream.config import Config, ProviderCredentials
+from mediastream.echo import echo_bot
+from mediastream.server import MediaStreamServer
+
 ROOT = Path(__file__).resolve().parent.parent
+_TOKENS = ("TWILIO_AUTH_TOKEN", "PLIVO_AUTH_TOKEN")
 
 
-async def _cli(*args: str) -> tuple[int, str, str]:
+async def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run ``mediastream call``; ``env`` replaces the provider tokens of our environment."""
+    environ = {k: v for k, v in os.environ.items() if k not in _TOKENS}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mediastream", "call", *args, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**environ, **(env or {})},
     )
     out, err = await asyncio.wait_for(proc.communicate(), scaled(30))
     assert proc.returncode is not None
@@ -60,3 +69,25 @@ async def test_usage_errors_and_unreachable_servers() -> None:
     assert nothing == 3  # no call connected
     assert json.loads(out)["handshake_failures"] == 1
     assert twilio_l16 == 2 and "μ-law" in err3
+
+
+@pytest.mark.asyncio
+async def test_sign_uses_the_token_the_server_reads() -> None:
+    config = Config(host="127.0.0.1", port=0, credentials=ProviderCredentials(
+        twilio_account_sid="AC" + "0" * 32, twilio_auth_token="twilio-token"))
+    async with MediaStreamServer(config, bot=echo_bot) as server:
+        hook = f"http://127.0.0.1:{server.port}/twilio"
+        (signed, out, err), (missing, _, err2), (telnyx, _, err3) = await asyncio.gather(
+            _cli(hook, "--provider", "twilio", "--sign", "--seconds", "1", "--json",
+                 env={"TWILIO_AUTH_TOKEN": "twilio-token"}),
+            _cli(hook, "--provider", "twilio", "--sign", "--seconds", "1"),
+            _cli(hook, "--provider", "telnyx", "--sign", "--seconds", "1",
+                 env={"TWILIO_AUTH_TOKEN": "twilio-token"}),
+        )
+    # The signed webhook is answered and its stream token accepted: the call ran.
+    assert signed == 0, err
+    report = json.loads(out)
+    assert report["handshake_failures"] == 0 and report["connected"] == 1
+    assert report["probes_returned"] == report["probes"] > 0
+    assert missing == 2 and "no auth token for twilio" in err2
+    assert telnyx == 2 and "--secret" in err3

@@ -15,6 +15,7 @@ import ssl
 import sys
 from typing import Any
 
+from ..config import Config
 from .audio import ProbeConfig
 from .dialects import PROVIDERS
 from .faults import parse_fault
@@ -26,7 +27,7 @@ __all__ = ["add_parser", "format_report", "main"]
 EXAMPLES = """\
 examples:
   mediastream call ws://127.0.0.1:8765/ws/twilio --provider twilio --seconds 10
-  mediastream call http://127.0.0.1:8765/twilio/voice --provider twilio --calls 50 --ramp 5
+  mediastream call http://127.0.0.1:8765/twilio --provider twilio --calls 50 --ramp 5 --sign
   mediastream call ws://127.0.0.1:8765/ws/plivo --provider plivo --codec l16 --rate 16000 \\
       --json --max-p99-ms 60 --max-lost-ms 0
   mediastream call ws://127.0.0.1:8765/ws/telnyx --provider telnyx --wav hello.wav \\
@@ -74,7 +75,8 @@ def add_parser(subparsers: Any) -> None:
                    help="sign webhooks/upgrades: Twilio/Plivo auth token, Telnyx base64 "
                         "Ed25519 seed")
     p.add_argument("--sign", action="store_true",
-                   help="sign with TWILIO_AUTH_TOKEN / PLIVO_AUTH_TOKEN from the environment")
+                   help="sign with TWILIO_AUTH_TOKEN / PLIVO_AUTH_TOKEN, read as the server "
+                        "reads them (Telnyx: give --secret)")
     p.add_argument("--json", action="store_true", help="print one JSON object for the run")
     p.add_argument("--plot", metavar="FILE.png", help="latency CDF + per-call timeline")
     p.add_argument("--record", metavar="DIR", help="write what each caller heard as WAV")
@@ -162,8 +164,7 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def _env_secret(provider: str) -> str:
-    from mediastream.config import Config
-
+    # The environment is read by mediastream.config alone (DESIGN.md §1).
     creds = Config.from_env().credentials
     token = {"twilio": creds.twilio_auth_token, "plivo": creds.plivo_auth_token}.get(provider)
     if not token:
