@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import string
 from binascii import a2b_base64
 from collections.abc import Callable
@@ -320,6 +321,18 @@ def test_strict_base64_rejects_every_character_outside_its_alphabet() -> None:
             continue
         accepted.append(code)
     assert accepted == []
+
+
+def test_the_text_class_is_every_character_json_reads_as_itself() -> None:
+    """Spelt as a positive class for speed, it must be exactly ``[^"\\\x00-\x1f]``."""
+    from mediastream.protocols._fastmedia import _TEXT_CHAR
+
+    text_char = re.compile(_TEXT_CHAR)
+    wrong = [
+        code for code in range(0x110000)
+        if (text_char.fullmatch(chr(code)) is None) == (code >= 0x20 and code not in (34, 92))
+    ]
+    assert wrong == []
 
 
 @pytest.mark.parametrize(("provider", "vector"), CASES)

@@ -52,12 +52,12 @@ __all__ = ["MediaMatcher", "learn_media_template"]
 MediaMatcher: TypeAlias = Callable[[str], "re.Match[str] | None"]
 
 _FIELDS = ("sequence", "track", "chunk", "timestamp", "payload")
-#: A string read as its text: no quote, no backslash (so no escape), no control character.
-_TEXT = r'"([^"\\\x00-\x1f]*)"'
-#: The same for the usual track names: a positive class is cheaper to match.
-_WORD = r'"([0-9A-Za-z_.:=+/-]*)"'
-_WORD_CHARS = re.compile(r"[0-9A-Za-z_.:=+/-]*")
-_IGNORED_TEXT = r'"[^"\\\x00-\x1f]*"'
+#: A character of a string read as its text: anything but a quote, a backslash (so no
+#: escape) or a control character, i.e. ``[^"\\\x00-\x1f]``, spelt as the positive
+#: class that the regex engine matches a fifth faster.
+_TEXT_CHAR = r"[ !#-\[\]-\U0010ffff]"
+_TEXT = f'"({_TEXT_CHAR}*)"'
+_IGNORED_TEXT = f'"{_TEXT_CHAR}*"'
 _NUMBER_TEXT = f'"([0-9]{{1,{MAX_DIGITS}}})"'
 _NUMBER = f"(0|[1-9][0-9]{{0,{MAX_DIGITS - 1}}})"
 #: Anything up to the closing quote: the caller's strict ``a2b_base64`` accepts only
@@ -74,14 +74,13 @@ _MAX_PATTERN = 2000
 
 def learn_media_template(
     message: str, data: dict[str, Any], stream_key: str, sequence_key: str, stream_id: str
-) -> tuple[MediaMatcher, tuple[int, ...] | None] | None:
+) -> tuple[MediaMatcher, int, int, int, int, int] | None:
     """The template of ``message`` (already parsed into ``data``), or ``None``.
 
-    The template is ``(fullmatch, groups)``: ``fullmatch(message).group(*groups)``
-    gives, in this order, the sequence number, track, chunk, timestamp (numbers as
-    decimal text) and the payload text of a message of the same shape; ``groups`` is
-    ``None`` when that is the regex's own group order, so ``groups()`` gives it (half
-    the cost). ``stream_id`` is the started stream's: the message must carry it.
+    The template is ``fullmatch`` and the indices, in ``fullmatch(message).groups()``
+    for a message of the same shape, of the sequence number, track, chunk, timestamp
+    (numbers as decimal text) and the payload text. ``stream_id`` is the started
+    stream's: the message must carry it.
 
     ``None`` when the message is not exactly a ``json.dumps`` rendering with one of
     the two usual separator pairs, when it lacks one of the six fields the media
@@ -113,8 +112,8 @@ def learn_media_template(
     fullmatch = re.compile(pattern).fullmatch
     if fullmatch(message) is None:  # e.g. an escape in a value: useless, do not keep it
         return None
-    groups = tuple(builder.groups[field] for field in _FIELDS)
-    return fullmatch, None if groups == tuple(range(1, len(_FIELDS) + 1)) else groups
+    seq, track, chunk, timestamp, payload = (builder.groups[field] - 1 for field in _FIELDS)
+    return fullmatch, seq, track, chunk, timestamp, payload
 
 
 #: Keys of the ``media`` object and the fields they hold.
@@ -165,7 +164,7 @@ class _Builder:
             self.parts.append(re.escape(json.dumps(item, ensure_ascii=False)))
             return True
         elif field == "track":
-            pattern = None if kind is not str else _WORD if _WORD_CHARS.fullmatch(item) else _TEXT
+            pattern = _TEXT if kind is str else None
         elif kind is str:  # numbers as decimal text (Twilio, Telnyx)
             pattern = _NUMBER_TEXT
         else:  # or as JSON numbers (Plivo); type() is int excludes bool
