@@ -150,7 +150,7 @@ class DialoutHandler:
         """Place the call the request describes (see the module docstring)."""
         try:
             self._authorize(request)
-            body = await self._json(request)
+            body = await self._json(request, self.config.head_timeout)
             dial = parse_dialout(body, self.agents)
             origin = public_origin(
                 self.config.public_url,
@@ -200,8 +200,8 @@ class DialoutHandler:
             raise RequestRefused(401, "missing or wrong bearer token")
 
     @staticmethod
-    async def _json(request: web.Request) -> Any:
-        raw = await read_body(request, MAX_DIALOUT_BODY)
+    async def _json(request: web.Request, timeout: float) -> Any:
+        raw = await read_body(request, MAX_DIALOUT_BODY, timeout)
         try:
             return json.loads(raw)
         except (ValueError, RecursionError):

@@ -17,6 +17,7 @@ receives stream status callbacks and logs them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -133,22 +134,33 @@ def forwarded_parameters(query: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole request body, refused with 413 beyond ``limit`` bytes.
+async def read_body(request: web.Request, limit: int, timeout: float | None = None) -> bytes:
+    """The whole request body, refused with 413 beyond ``limit`` bytes and with 408 when
+    it has not all arrived within ``timeout`` seconds (RFC 9110 §15.5.9).
 
     ``StreamReader.read(n)`` returns what has arrived so far, not ``n`` bytes: read to
     EOF, counting, so a body split across TCP segments is never truncated (a truncated
-    body would fail its signature).
+    body would fail its signature). aiohttp bounds no body read in time: without
+    ``timeout`` a client announcing a body and sending it a byte at a time (slowloris)
+    would hold its connection and handler for ever.
     """
     if request.content_length is not None and request.content_length > limit:
         raise RequestRefused(413, "request body too large")
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.read(16 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise RequestRefused(413, "request body too large")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await request.content.read(16 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise RequestRefused(413, "request body too large")
+                chunks.append(chunk)
+    except TimeoutError:
+        logger.warning(
+            "%s %s from %s: body not received within %gs (%d bytes so far)",
+            request.method, request.path, request.remote, timeout, size,
+        )
+        raise RequestRefused(408, "request body not received in time") from None
     return b"".join(chunks)
 
 
@@ -183,7 +195,7 @@ class ControlHandlers:
     # ------------------------------------------------------------------ plumbing
 
     async def _read(self, request: web.Request, provider: str) -> _Incoming:
-        body = await read_body(request, MAX_WEBHOOK_BODY)
+        body = await read_body(request, MAX_WEBHOOK_BODY, self.config.head_timeout)
         origin = public_origin(
             self.config.public_url,
             self.config.trust_forwarded,
