@@ -2,7 +2,7 @@
 
 Life of a connection::
 
-    await start ----------> live: TaskGroup(reader, writer, bot) -----> close + clean up
+    await start ----------> live: TaskGroup(reader, writer) + bot -----> close + clean up
     (first_message_timeout)      ends on the first of: provider stop, socket closed,
                                  bot returned (after playout) or hung up, an error,
                                  idle media, send timeout, server shutdown
@@ -14,7 +14,9 @@ Life of a connection::
   audio (one future plus one timer handle per wake-up, no task), then sends what the
   pacer released.
 * The **bot** runs as a task. If it raises, only this call ends (1011, no internals in
-  the reason); if it returns, the call ends once the caller heard the rest (1000).
+  the reason); if it returns, the call ends once the caller heard the rest (1000). Once
+  the call is over it gets ``bot_exit_timeout`` to return, is then cancelled, and is
+  abandoned (logged) if it ignores that too: no bot can hold a connection or a drain.
 
 Every way a call can end goes through :meth:`MediaConnection.finish` (first one wins)
 and every exception through :func:`close_for` -- the one mapping from exception to
@@ -160,6 +162,7 @@ class MediaConnection:
         self._hangup_started = False
         self._admitted = False
         self._accounted = False
+        self._bot: asyncio.Task[None] | None = None
         self._opened_at = self._loop.time()
         #: Loop time of the last message received (idle-media watchdog).
         self.last_rx = self._opened_at
@@ -337,6 +340,7 @@ class MediaConnection:
             self.log,
             sample_rate=config.bot_sample_rate,
             max_events=config.bot_queue_frames,
+            max_audio_s=config.max_bot_audio_s,
         )
         self._call = call
         self.log.info(
@@ -356,10 +360,12 @@ class MediaConnection:
             out += session.receive_event(event, now)
         if out:
             call.push(out)
+        # The bot runs outside the task group: a bot that ignores cancellation must not
+        # keep the connection (and a server drain) waiting for ever (see _stop_bot).
+        self._bot = self._loop.create_task(self._run_bot(runner, call, session))
         async with asyncio.TaskGroup() as tasks:
             reader = tasks.create_task(self._read(protocol, session, call))
             writer = tasks.create_task(self._write(protocol, session, call))
-            bot = tasks.create_task(self._run_bot(runner, call, session))
             await self._finished
             reader.cancel()
             writer.cancel()
@@ -368,13 +374,7 @@ class MediaConnection:
                 await self._flush(protocol, session)
                 self._end_session()
             await self._close_socket()
-            done, _ = await asyncio.wait({bot}, timeout=config.bot_exit_timeout)
-            if not done:
-                self.log.warning(
-                    "bot still running %.1fs after the call ended; cancelling it",
-                    config.bot_exit_timeout,
-                )
-                bot.cancel()
+        await self._stop_bot()
 
     # ------------------------------------------------------------------ tasks
 
@@ -448,6 +448,15 @@ class MediaConnection:
     async def _run_bot(self, runner: BotRunner, call: LiveCall, session: CallSession) -> None:
         try:
             await runner(call)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._close is not None or (task is not None and task.cancelling()):
+                raise
+            # The bot raised CancelledError of its own (a cancelled inner task leaking
+            # out): without this the call would go on with nobody answering.
+            self.log.error("bot raised CancelledError; ending the call", exc_info=True)
+            self._fail(BotError("bot failed"), log=False)
+            return
         except Exception:
             if self._close is not None:
                 self.log.warning("bot raised after the call ended", exc_info=True)
@@ -490,6 +499,17 @@ class MediaConnection:
     def on_bot_events_dropped(self, count: int) -> None:
         """A slow bot lost inbound audio: count it."""
         self._server.metrics.bot_events_dropped.inc(count)
+
+    def on_bot_audio_overflow(self, queued_s: float, limit_s: float) -> None:
+        """The bot queued more audio than ``max_bot_audio_s``: end the call (1011)."""
+        if self._close is None:
+            self.log.error(
+                "bot queued %.1fs of audio ahead of playout (max_bot_audio_s %gs); "
+                "ending the call",
+                queued_s,
+                limit_s,
+            )
+        self._fail(BotError("bot queued too much audio"), log=False)
 
     # ------------------------------------------------------------------ helpers
 
@@ -574,6 +594,14 @@ class MediaConnection:
             )
             self.finish(None, "message too big", "protocol_error")
             return
+        if getattr(self._ws, "overflowed", False):
+            if self._close is None:
+                self.log.warning(
+                    "peer keeps sending but reads none of our replies (write buffer over "
+                    "its bound); aborted"
+                )
+            self.finish(None, "peer not reading", "send_timeout")
+            return
         if self._close is None:
             rcvd = exc.rcvd
             self.log.info(
@@ -604,6 +632,32 @@ class MediaConnection:
             return 0
         return round(session.queued_s / 0.02)
 
+    async def _stop_bot(self) -> None:
+        """Give the bot ``bot_exit_timeout`` to return, then cancel it; abandon it (with
+        an error in the log) if it ignores the cancellation as long again."""
+        bot = self._bot
+        if bot is None or bot.done():
+            return
+        timeout = self._config.bot_exit_timeout
+        try:
+            await asyncio.wait({bot}, timeout=timeout)
+            if bot.done():
+                return
+            self.log.warning("bot still running %.1fs after the call ended; cancelling it", timeout)
+            bot.cancel()
+            await asyncio.wait({bot}, timeout=timeout)
+            if not bot.done():
+                self.log.error(
+                    "bot ignored cancellation for %.1fs; abandoning it (a bot must not "
+                    "swallow CancelledError)",
+                    timeout,
+                )
+                _abandoned.add(bot)
+                bot.add_done_callback(_abandoned.discard)
+        except BaseException:
+            bot.cancel()  # we are being cancelled ourselves: do not leave the bot behind
+            raise
+
     async def _teardown(self) -> None:
         if self._close is None:
             self.finish(1011, "internal error", "internal_error")
@@ -611,6 +665,7 @@ class MediaConnection:
         assert self._close is not None
         outcome = self._close[2]
         await self._close_socket()
+        await self._stop_bot()
         if self._admitted and outcome != "stopped" and not self._hangup_started:
             # The stream is gone but the call may not be (Telnyx keeps Call Control legs
             # up, protocols.md §5.8): hang up when control is configured.
@@ -655,6 +710,10 @@ class MediaConnection:
                 reason,
                 duration,
             )
+
+
+#: Bots that ignored cancellation, referenced until they end (a task needs an owner).
+_abandoned: set[asyncio.Task[None]] = set()
 
 
 def _wake_up(future: asyncio.Future[None]) -> None:

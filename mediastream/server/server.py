@@ -76,6 +76,11 @@ _ws_logger = logging.getLogger("mediastream.server.websocket")
 _MAX_QUEUE = 32
 #: Write buffer high-water mark per connection (websockets' default): ~3 s of μ-law.
 _WRITE_LIMIT = 32 * 1024
+#: Unread bytes we let pile up for a peer before cutting it off. Our own sends wait for
+#: the buffer to fall below _WRITE_LIMIT, so only websockets' automatic replies (pongs,
+#: close frames) to a peer that keeps sending but never reads can get this far: a ping
+#: flood would otherwise grow the buffer by megabytes a second.
+_MAX_WRITE_BUFFER = 16 * _WRITE_LIMIT
 #: Idle HTTP keep-alive connections are closed after this long.
 _HTTP_KEEPALIVE_S = 75.0
 #: In-flight HTTP requests get this long to finish at shutdown.
@@ -84,10 +89,22 @@ _SERVER_HEADER = "mediastream"
 
 
 class _MediaSocket(ServerConnection):
-    """A websockets connection that remembers where its upgrade request was going."""
+    """A websockets connection that remembers where its upgrade request was going, and
+    cuts off a peer that keeps sending while it reads none of our replies."""
 
     route: MediaRoute | None = None
     query: str = ""
+    #: Set when the connection was aborted for _MAX_WRITE_BUFFER (MediaConnection logs it).
+    overflowed: bool = False
+    #: Bytes that followed the request head before our response (see _to_websocket).
+    early: bytes = b""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # ``paused``: the transport is over its high-water mark (flow control).
+        if self.paused and self.transport.get_write_buffer_size() > _MAX_WRITE_BUFFER:
+            self.overflowed = True
+            self.transport.abort()
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
@@ -361,7 +378,14 @@ class MediaStreamServer:
         )
         transport.set_protocol(connection)
         connection.connection_made(transport)  # starts _ws_handler
-        connection.data_received(data)
+        # Only the head until the handshake is done: a client must send nothing before
+        # our 101 (RFC 6455 §4.1), and websockets would answer frames (pongs) or an EOF
+        # sent early ahead of the 101 itself. Such bytes are held and replayed once the
+        # connection is open, as if the client had waited; reading pauses meanwhile.
+        end = data.find(b"\r\n\r\n") + 4
+        connection.early = data[end:]
+        transport.pause_reading()
+        connection.data_received(data[:end])
 
     # ------------------------------------------------------------------ media
 
@@ -413,6 +437,10 @@ class MediaStreamServer:
                 connection.transport.close()
                 return
             assert isinstance(connection, _MediaSocket) and connection.route is not None
+            connection.transport.resume_reading()
+            if connection.early:
+                early, connection.early = connection.early, b""
+                connection.data_received(early)
             assert connection.request is not None
             media = MediaConnection(
                 self,
