@@ -69,6 +69,10 @@ class Config:
     bot_queue_frames: int = 500
     #: How long a bot may keep running after its call ended before it is cancelled.
     bot_exit_timeout: float = 2.0
+    #: Seconds of bot audio queued ahead of playout beyond which the call ends as a bot
+    #: error (1011): ``send_audio`` never blocks, so this bounds a bot that floods audio.
+    #: Raise it for a bot that queues a long recording in one go.
+    max_bot_audio_s: float = 300.0
 
     # --- bots (mediastream.agents SPECs)
     #: Default bot: ``echo``, ``module``, ``module:function`` or ``file.py[:function]``.

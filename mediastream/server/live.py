@@ -8,7 +8,13 @@ except :meth:`LiveCall.receive` and :meth:`LiveCall.wait_played`.
 The event queue is bounded (``max_events``). A bot that stops reading would otherwise
 grow memory by 50 frames a second; when the queue is full the *oldest audio frame* is
 dropped (counted, logged once per call) and control events -- DTMF, playout, the end of
-the call -- are always kept. A bot that keeps up never loses a frame.
+the call -- are kept. Only a queue with no audio left to drop gives up its oldest DTMF
+key: no caller presses hundreds of keys, but a hostile peer can send thousands of
+``dtmf`` messages a second. A bot that keeps up never loses a frame.
+
+Bot audio is bounded too (``max_audio_s`` of it queued ahead of playout): ``send_audio``
+never blocks, so a bot that produces audio faster than real time without end would grow
+the pacer's queue without end. Past the bound the call ends as a bot error (1011).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
-from mediastream.call import Call, CallEnded, CallEvent, InboundAudio
+from mediastream.call import Call, CallEnded, CallEvent, DtmfPressed, InboundAudio
 from mediastream.protocols.events import CallInfo, SendDtmf
 
 from .log import CallLogger
@@ -41,6 +47,8 @@ class CallLink(Protocol):
 
     def on_bot_events_dropped(self, count: int) -> None: ...
 
+    def on_bot_audio_overflow(self, queued_s: float, limit_s: float) -> None: ...
+
 
 class LiveCall(Call):
     """One call as the bot sees it; created by the server once ``start`` arrived."""
@@ -52,6 +60,7 @@ class LiveCall(Call):
         "_link",
         "_log",
         "_loop",
+        "_max_audio_s",
         "_max_events",
         "_played_waiters",
         "_protocol",
@@ -71,6 +80,7 @@ class LiveCall(Call):
         *,
         sample_rate: int,
         max_events: int,
+        max_audio_s: float = float("inf"),
     ) -> None:
         self.info = info
         self.sample_rate = sample_rate
@@ -81,6 +91,7 @@ class LiveCall(Call):
         self._loop = asyncio.get_running_loop()
         self._events: deque[CallEvent] = deque()
         self._max_events = max(2, max_events)
+        self._max_audio_s = max_audio_s
         self._waiter: asyncio.Future[None] | None = None
         self._end: CallEnded | None = None
         self._played_waiters: list[asyncio.Future[bool]] = []
@@ -97,24 +108,25 @@ class LiveCall(Call):
                 if self._end is None:
                     self._end = event
                 continue
-            if len(queue) >= self._max_events:
-                # Drops audio only; with nothing but control events queued they all stay.
-                self._drop_oldest_audio()
+            if len(queue) >= self._max_events and not self._drop_oldest(InboundAudio):
+                # Nothing but control events queued: a flood of keys, not a caller.
+                self._drop_oldest(DtmfPressed)
             queue.append(event)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _drop_oldest_audio(self) -> bool:
+    def _drop_oldest(self, kind: type[InboundAudio] | type[DtmfPressed]) -> bool:
         queue = self._events
         for index, event in enumerate(queue):
-            if type(event) is InboundAudio:
+            if type(event) is kind:
                 del queue[index]
                 self._dropped += 1
                 if self._dropped == 1:
                     self._log.warning(
-                        "bot is not reading its events: dropping the oldest inbound audio "
+                        "bot is not reading its events: dropping the oldest %s "
                         "(queue bound %d)",
+                        "inbound audio" if kind is InboundAudio else "DTMF key",
                         self._max_events,
                     )
                 self._link.on_bot_events_dropped(1)
@@ -146,7 +158,7 @@ class LiveCall(Call):
 
     @property
     def events_dropped(self) -> int:
-        """Inbound audio frames dropped because the bot did not read them."""
+        """Inbound audio frames (or DTMF keys) dropped because the bot did not read them."""
         return self._dropped
 
     @property
@@ -171,10 +183,20 @@ class LiveCall(Call):
                 self._waiter = None
 
     def send_audio(self, pcm: bytes, sample_rate: int) -> None:
-        """Queue bot audio (int16 LE mono, any chunk size) for paced playout."""
+        """Queue bot audio (int16 LE mono, any chunk size) for paced playout.
+
+        Past ``max_audio_s`` queued ahead of playout the audio is refused and the call
+        ends as a bot error (see the module docstring).
+        """
         if self._end is not None:
             return
-        self._session.send_audio(pcm, sample_rate, self._loop.time())
+        session = self._session
+        if sample_rate > 0:
+            queued = session.queued_s
+            if queued + len(pcm) / (2 * sample_rate) > self._max_audio_s:
+                self._link.on_bot_audio_overflow(queued, self._max_audio_s)
+                return
+        session.send_audio(pcm, sample_rate, self._loop.time())
         self._link.wake_writer()
 
     def end_utterance(self) -> None:
