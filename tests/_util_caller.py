@@ -64,6 +64,8 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
         self.script_task: asyncio.Task[None] | None = None
+        self._resume_at = 0.0  # the sender is paused until then
+        self._backlog: list[tuple[int, dict[str, Any]]] = []
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -140,8 +142,22 @@ class Connection(asyncio.Protocol):
                 self._echo(index, reply)
 
     def _echo(self, index: int, reply: dict[str, Any]) -> None:
-        self.echoed_at[index] = self.loop.time()
+        now = self.loop.time()
+        pause = self.server.pause
+        if pause is not None and index == pause[0]:
+            self._resume_at = now + pause[1]
+            self.loop.call_at(self._resume_at, self._resume)
+        if now < self._resume_at or self._backlog:  # behind the held ones, in order
+            self._backlog.append((index, reply))
+            return
+        self.echoed_at[index] = now
         self.send(reply)
+
+    def _resume(self) -> None:
+        backlog, self._backlog = self._backlog, []
+        for index, reply in backlog:
+            self.echoed_at[index] = self.loop.time()
+            self.send(reply)
 
     # -- sending
     def send(self, message: dict[str, Any]) -> None:
@@ -201,7 +217,9 @@ class Connection(asyncio.Protocol):
 class EchoServer:
     """``async with EchoServer(delay=0.04) as srv: srv.url('twilio')``.
 
-    ``drop(i)`` says whether to leave media message ``i`` (0-based) unechoed; ``on_media``
+    ``drop(i)`` says whether to leave media message ``i`` (0-based) unechoed; ``pause``
+    ``(i, seconds)`` stalls the sender when echo ``i`` is due: it and every echo due
+    meanwhile go out, in order, ``seconds`` later (late, nothing lost); ``on_media``
     sees every inbound payload; ``reject`` answers the upgrade with that HTTP status.
     """
 
@@ -213,12 +231,14 @@ class EchoServer:
         script: Script | None = None,
         plivo_format: tuple[str, int] = ("audio/x-mulaw", 8000),
         drop: Callable[[int], bool] = lambda index: False,
+        pause: tuple[int, float] | None = None,
         on_media: Callable[[Connection, bytes, float], None] | None = None,
         reject: int = 0,
         ssl: Any = None,
     ) -> None:
         self.ssl = ssl
         self.drop = drop
+        self.pause = pause
         self.on_media = on_media
         self.reject = reject
         self.delay = delay

@@ -106,6 +106,27 @@ async def test_dropped_audio_is_counted_as_lost() -> None:
 
 
 @pytest.mark.asyncio
+async def test_audio_that_comes_back_late_is_an_underrun_not_a_loss() -> None:
+    # Probes at frames 5, 20, 35, 50, 65 (100 ms tones, 300 ms period). The server stalls
+    # 250 ms with the third frame of the second tone due: the tone is split by a playout
+    # gap longer than the half pause the analysis allows for lateness, yet all of it came
+    # back, so nothing is lost; the gap is an underrun and the later probes queue behind it.
+    probe = ProbeConfig(tone_ms=100, period_ms=300, lead_ms=100, tail_ms=400)
+    async with EchoServer(0.020, pause=(22, 0.250)) as srv:
+        report = await asyncio.wait_for(run_calls(
+            srv.url("twilio"), provider="twilio", seconds=2.0, probe=probe), scaled(10))
+        conn = srv.connections[0]
+        held = [conn.hold_ms(frame) for frame in (21, 22, 23, 24)]
+    (call,) = report.calls
+    # Really stalled: the echoes due in the pause went out together at its end.
+    assert held[0] < 20 + scaled(5) and held[1] >= 20 + 250 and min(held[1:]) > 200, held
+    assert call.probes == call.probes_returned == 5
+    assert call.lost_ms == 0, call.lost_ms
+    assert call.underruns >= 1 and call.underrun_ms >= 230, (call.underruns, call.underrun_ms)
+    assert min(call.queue_ms[2:]) >= 200, call.queue_ms
+
+
+@pytest.mark.asyncio
 async def test_heard_audio_is_recorded_to_wav(tmp_path: Path) -> None:
     async with EchoServer(0.050) as srv:
         report = await asyncio.wait_for(run_calls(

@@ -24,7 +24,7 @@ from mediastream.caller.dialects import (
     new_identity,
 )
 from mediastream.caller.faults import Fault, FaultPlan, parse_fault
-from mediastream.caller.playout import Playout
+from mediastream.caller.playout import Gap, Playout
 from mediastream.caller.signing import plivo_v3_signature, twilio_signature
 from mediastream.protocols.events import MediaFormat
 
@@ -300,6 +300,33 @@ def test_lost_frames_and_missing_probes_are_counted() -> None:
     assert m.probes_matched == 4
     assert m.lost_ms == pytest.approx(20 + 200, abs=0.5)
     assert m.latencies_ms == pytest.approx([20.0] * 4, abs=0.13)
+
+
+def test_tone_split_by_a_playout_gap_is_late_not_lost() -> None:
+    plan = probe_plan(PCMU, 3.0)  # 200 ms tones, 500 ms period: 150 ms of slack
+    send_times = np.arange(len(plan.frames)) * 0.02
+    p1 = plan.probes[1]
+    # The buffer ran dry 300 ms after the first 60 ms of probe 1; the rest came after.
+    cut = 160 + (p1.frame + 3) * 160
+    heard = np.concatenate(
+        (np.zeros(160, np.int16), plan.pcm[: cut - 160], np.zeros(2400, np.int16),
+         plan.pcm[cut - 160 :]))
+    gap = Gap(cut, 0.3)
+    arrival = Playout(rate=8000, t_ref=0.0).arrival_times
+    m = measure(plan, send_times, len(plan.frames), heard, 8000, 0.0, float("inf"), [gap], [],
+                arrival)
+    assert m.probes_matched == 5 and m.lost_ms == 0
+    assert m.underruns == 1 and m.underrun_ms == pytest.approx(300)
+    # Without the gap in the record the same audio is a loss: 140 ms fell outside the window.
+    m = measure(plan, send_times, len(plan.frames), heard, 8000, 0.0, float("inf"), [], [],
+                arrival)
+    assert m.lost_ms == pytest.approx(140, abs=0.5)
+    # A gap where a frame never came is still a loss (the playout records it as a gap too).
+    first = plan.probes[0].frame
+    dropped = _heard_from(plan.pcm, 160, (first + 4,))
+    m = measure(plan, send_times, len(plan.frames), dropped, 8000, 0.0, float("inf"),
+                [Gap(160 + (first + 4) * 160, 0.02)], [], arrival)
+    assert m.lost_ms == pytest.approx(20, abs=0.5)
 
 
 def test_probes_are_matched_by_frequency_when_latency_exceeds_a_period() -> None:

@@ -18,9 +18,11 @@ Definitions (all times on the caller's monotonic clock):
   and before the caller speaks again.
 * **lost**: per probe, tone milliseconds that never came back: the share of the sent
   tone's above-threshold samples missing from the heard tone of the same frequency, from
-  its onset to half a pause after its nominal end (tone that was only late, or split by a
-  playout gap, still counts), times the tone length; a probe with no matching burst is all
-  lost.
+  its onset to half a pause after its nominal end, times the tone length; a probe with no
+  matching burst is all lost. Tone that was only late still counts: a playout gap (the
+  buffer ran dry) inside the tone pushes its end back by the gap's length, so the rest
+  of a tone that came back late, however late, is found after the gap (the gap is an
+  underrun, not a loss).
   Only probes the caller finished sending and then listened to for ``tail_ms`` count.
 * **jitter**: the standard deviation of one call's probe latencies (the caller-audible
   jitter); the run figure pools calls (root mean square of the per-call values).
@@ -35,6 +37,7 @@ Definitions (all times on the caller's monotonic clock):
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -123,7 +126,9 @@ def measure(
     m = CallMeasurements()
     x = heard.astype(np.float64)
     if plan.kind == "probe":
-        _measure_probes(m, plan, send_times, frames_sent, x, rate, t_ref, listen_end, returned_time)
+        _measure_probes(
+            m, plan, send_times, frames_sent, x, rate, t_ref, listen_end, returned_time, gaps
+        )
     else:
         _measure_speech(m, plan, send_times, frames_sent, x, rate, t_ref, returned_time)
     loud = np.abs(x) > SILENCE_LEVEL
@@ -156,6 +161,7 @@ def _measure_probes(
     t_ref: float,
     listen_end: float,
     returned_time: ReturnedTime,
+    gaps: list[Gap],
 ) -> None:
     cfg = plan.probe
     assert cfg is not None
@@ -186,8 +192,12 @@ def _measure_probes(
             classes[k] = _goertzel_class(seg, rate, cfg.frequencies)
         return classes[k]
     used: set[int] = set()
+    # Playout gaps in grid order: (index where the buffer ran dry, samples until audio).
+    dry = sorted((g.index, round(g.seconds * rate)) for g in gaps)
+    dry_at = [index for index, _ in dry]
     tone_s = cfg.tone_ms / 1000
-    # Tone that arrives late (the playout slipped) still counts, up to half a pause later.
+    # Tone that arrives late still counts, up to half a pause after its end (an end that
+    # playout gaps inside the tone push back: see the loop).
     slack_n = (cfg.period_ms - cfg.tone_ms) * rate // 2000
     max_latency = len(cfg.frequencies) * cfg.period_ms / 1000 - tone_s
     lost_ms = 0.0
@@ -213,8 +223,14 @@ def _measure_probes(
         used.add(match)
         m.add_match(origin, start_times[match], play_times[match], origin - t_ref)
         # Count the tone's loud samples (not its span: playout gaps are late, not lost)
-        # against a complete copy's count.
-        hi = starts[match] + lengths[probe.tone] + slack_n
+        # against a complete copy's count. A gap that opens before the tone's end (so
+        # inside it) pushes that end, and the window, back by its length.
+        end = int(starts[match]) + lengths[probe.tone]
+        g = bisect.bisect_left(dry_at, int(starts[match]))
+        while g < len(dry) and dry[g][0] < end:
+            end += dry[g][1]
+            g += 1
+        hi = end + slack_n
         j = match
         heard_n = 0
         while j < len(starts) and starts[j] < hi:
