@@ -1,7 +1,8 @@
 """Audible round trip through ``mediastream serve --bot echo`` vs a bare echo server.
 
-The bare server is the floor: ``websockets`` + ``json``, each media message's payload sent
-straight back in the provider's reply form -- no codec, no resampling, no pacing, no bot.
+The bare server is the floor (:mod:`bench.bare_echo`): ``websockets`` + ``json``, each media
+message's payload sent straight back in the provider's reply form -- no codec, no
+resampling, no pacing, no bot.
 Both run in their own process pinned to one core; the simulated callers
 (:func:`mediastream.caller.run_calls`: 20 ms frames on a drift-free clock, tone-burst
 probes, marks acknowledged after playout) run here, pinned to the other core.
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -52,49 +52,11 @@ TARGET_CPU_200 = 0.8
 TARGET_CPU_RATIO = 1.5
 
 
-# ------------------------------------------------------------------ the bare echo
-
-
-async def serve_bare(port: int) -> None:
-    """Bare websockets + JSON echo for all three dialects (the floor)."""
-    from websockets.asyncio.server import ServerConnection, serve
-
-    async def handler(ws: ServerConnection) -> None:
-        provider = ws.request.path.rstrip("/").rsplit("/", 1)[-1] if ws.request else ""
-        loads, dumps = json.loads, json.dumps
-        sid = ""
-        async for raw in ws:
-            message = loads(raw)
-            event = message.get("event")
-            if event == "media":
-                payload = message["media"]["payload"]
-                if provider == "plivo":
-                    reply = {"event": "playAudio", "media": {
-                        "contentType": "audio/x-mulaw", "sampleRate": 8000, "payload": payload}}
-                elif provider == "telnyx":
-                    reply = {"event": "media", "media": {"payload": payload}}
-                else:
-                    reply = {"event": "media", "streamSid": sid, "media": {"payload": payload}}
-                await ws.send(dumps(reply))
-            elif event == "start":
-                sid = message.get("streamSid") or ""
-            elif event == "stop":
-                return
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with serve(handler, "127.0.0.1", port, compression=None, ping_interval=None,
-                     max_size=2**20):
-        await stop.wait()
-
-
 # ------------------------------------------------------------------ the runs
 
 
 STACKS = {
-    "bare": ["-m", "bench.bench_latency", "--serve-bare", "--port", "{port}"],
+    "bare": ["-m", "bench.bare_echo", "--port", "{port}"],
     "mediastream": ["-m", "mediastream", "serve", "--bot", "echo", "--port", "{port}",
                     "--max-calls", "5000", "--log-level", "WARNING"],
 }
@@ -167,12 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=sorted(STACKS))
     parser.add_argument("--quick", action="store_true", help="1 and 50 calls, one repetition")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_bare:
-        asyncio.run(serve_bare(args.port))
-        return 0
     if args.quick:
         args.levels, args.reps, args.seconds = "1,50", 1, 5.0
     levels = sorted({int(x) for x in args.levels.split(",") if x.strip()})
