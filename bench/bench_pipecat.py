@@ -43,9 +43,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.harness import (
+    Column,
     LevelResult,
     ServerProcess,
     fmt,
+    level_table,
     log,
     median_levels,
     pin_cores,
@@ -152,28 +154,24 @@ async def _run(stacks: list[Stack], levels: list[int], args: argparse.Namespace)
                 + ("" if ok else "  (falling behind)"))
 
 
-def _report(stacks: list[Stack], args: argparse.Namespace) -> dict[str, object]:
-    levels = sorted({r.calls for s in stacks for r in s.results})
-    headers = ["calls"]
-    for s in stacks:
-        headers += [f"{s.name} p50", "p99", "lost", "jitter", "cpu%", "ms/call-s"]
+#: Per stack: audible p50/p99, lost ms per call, jitter, CPU %, CPU per call-second.
+COLUMNS: tuple[Column, ...] = (
+    ("p50", lambda r: fmt(r.audible_p50)),
+    ("p99", lambda r: fmt(r.audible_p99)),
+    ("lost", lambda r: fmt(r.lost)),
+    ("jitter", lambda r: fmt(r.jitter)),
+    ("cpu%", lambda r: fmt(None if r.cpu is None else r.cpu * 100)),
+    ("ms/call-s", lambda r: fmt(cpu_ms_per_call_second(r), digits=2)),
+)
+
+
+def _report(stacks: list[Stack], args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    headers, rows = level_table({s.name: s.results for s in stacks}, COLUMNS)
     headers.append("gen lag p99")
-    rows = []
-    for calls in levels:
-        row = [str(calls)]
-        lags = []
-        for s in stacks:
-            r = next((x for x in s.results if x.calls == calls), None)
-            if r is None:
-                row += ["-"] * 6
-                continue
-            row += [fmt(r.audible_p50), fmt(r.audible_p99), fmt(r.lost), fmt(r.jitter),
-                    fmt(None if r.cpu is None else r.cpu * 100),
-                    fmt(cpu_ms_per_call_second(r), digits=2)]
-            if r.lag_p99 is not None:
-                lags.append(r.lag_p99)
+    for row in rows:
+        lags = [r.lag_p99 for s in stacks for r in s.results
+                if r.calls == int(row[0]) and r.lag_p99 is not None]
         row.append(fmt(max(lags, default=None)))
-        rows.append(row)
     print(f"\nEcho bot at 16 kHz behind each stack; Twilio μ-law callers, {args.seconds:g} s "
           f"calls, median of {args.reps} (interleaved); server core {args.server_core}, "
           f"callers on core {args.client_core}. Latency = audible round trip, ms.\n")

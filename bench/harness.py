@@ -9,7 +9,8 @@
 * :func:`run_level` -- one level of simulated calls (:func:`mediastream.caller.run_calls`)
   with the server's CPU sampled over the steady part only (after the ramp, before the
   first hang-ups), as a fraction of one core.
-* :func:`median_levels`, :func:`print_table`, :func:`fmt` -- repetitions and tables.
+* :func:`median_levels`, :func:`level_table`, :func:`print_table`, :func:`fmt` --
+  repetitions and tables.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -33,6 +34,7 @@ __all__ = [
     "ServerProcess",
     "fmt",
     "free_port",
+    "level_table",
     "log",
     "median_levels",
     "pin_cores",
@@ -276,3 +278,27 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[str]],
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)), file=stream)
         if n == 0:
             print("  ".join("-" * w for w in widths), file=stream)
+
+
+#: A table column: its header and the cell it shows for one result.
+Column = tuple[str, Callable[[LevelResult], str]]
+
+
+def level_table(by_stack: Mapping[str, Sequence[LevelResult]], columns: Sequence[Column]
+                ) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of a side-by-side table: a row per level, ``columns`` per stack.
+
+    The stack's name heads its first column; ``-`` fills the cells of a level a stack
+    did not run.
+    """
+    headers = ["calls"]
+    for name in by_stack:
+        headers += [f"{name} {columns[0][0]}", *(header for header, _ in columns[1:])]
+    rows = []
+    for calls in sorted({r.calls for results in by_stack.values() for r in results}):
+        row = [str(calls)]
+        for results in by_stack.values():
+            r = next((x for x in results if x.calls == calls), None)
+            row += ["-"] * len(columns) if r is None else [cell(r) for _, cell in columns]
+        rows.append(row)
+    return headers, rows
