@@ -11,7 +11,15 @@ import pytest
 from _util_caller import scaled
 
 from bench.bench_latency import STACKS
-from bench.harness import LevelResult, ServerProcess, median_levels, print_table, process_tree_cpu
+from bench.harness import (
+    LevelResult,
+    ServerProcess,
+    fmt,
+    level_table,
+    median_levels,
+    print_table,
+    process_tree_cpu,
+)
 from mediastream.caller import run_calls
 
 
@@ -53,3 +61,12 @@ def test_median_of_repetitions_and_table() -> None:
     print_table(["calls", "p50"], [["10", "2.0"], ["200", "12.5"]], out)
     assert out.getvalue().splitlines() == ["calls   p50", "-----  ----", "   10   2.0",
                                            "  200  12.5"]
+
+
+def test_level_table_puts_stacks_side_by_side() -> None:
+    by_stack = {"a": [LevelResult("a", 1, p50=1.0), LevelResult("a", 10, p50=2.5)],
+                "b": [LevelResult("b", 1, p50=0.5, failures=2)]}
+    headers, rows = level_table(by_stack, [("p50", lambda r: fmt(r.p50, 0)),
+                                           ("failed", lambda r: str(r.failures))])
+    assert headers == ["calls", "a p50", "failed", "b p50", "failed"]
+    assert rows == [["1", "1.0", "0", "0.5", "2"], ["10", "2.5", "0", "-", "-"]]
