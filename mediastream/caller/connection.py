@@ -72,6 +72,7 @@ class WebSocketClient(asyncio.Protocol):
         self._backlog: list[bytes] = []
         self._fragments: list[bytes] = []
         self._fragment_text = True
+        self._close_received = False
         self._close_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol
@@ -149,6 +150,7 @@ class WebSocketClient(asyncio.Protocol):
                 self._fragments = []
                 self._deliver(self._fragment_text, data, now)
         elif op is Opcode.CLOSE:
+            self._close_received = True
             # ws.close_code is only set once CLOSED; read the frame itself (RFC 6455 §5.5.1).
             try:
                 close = Close.parse(frame.data)
@@ -157,7 +159,9 @@ class WebSocketClient(asyncio.Protocol):
             self.handler.on_close_frame(close.code, close.reason, now)
 
     def _deliver(self, text: bool, data: bytes, now: float) -> None:
-        if self.ws.state is not State.OPEN:
+        # Not ws.state: a close frame read in the same chunk as the messages before it
+        # has already moved the state on; those messages were sent first and count.
+        if self._close_received:
             return
         try:
             if text:
