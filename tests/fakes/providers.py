@@ -46,6 +46,14 @@ class Recorded:
     json: Any = None
 
 
+class _Refused(Exception):
+    """A check failed: the fake answers ``response`` (the provider's error body)."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
 @dataclass
 class _Scripted:
     status: int
@@ -125,7 +133,10 @@ class FakeAPI:
             return web.json_response(
                 scripted.body, status=scripted.status, headers=scripted.headers
             )
-        return await handler(request)
+        try:
+            return await handler(request)
+        except _Refused as refused:
+            return refused.response
 
     def last(self) -> Recorded:
         return self.requests[-1]
@@ -149,6 +160,15 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
 
 def _basic_auth(request: web.Request) -> tuple[str, str] | None:
     return basic_credentials(request.headers.get("Authorization"))
+
+
+async def _json_object(request: web.Request) -> dict[str, Any] | None:
+    """The body as a JSON object (an empty body is ``{}``); None if it is not one."""
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _well_formed_xml(text: str) -> bool:
@@ -175,8 +195,11 @@ class FakeTwilio(FakeAPI):
         self.calls: dict[str, dict[str, Any]] = {}
 
     def live_call(self, status: str = "in-progress") -> str:
+        return self._new_call(status)
+
+    def _new_call(self, status: str, **fields: Any) -> str:
         sid = "CA" + uuid.uuid4().hex
-        self.calls[sid] = {"status": status, "recordings": {}}
+        self.calls[sid] = {"status": status, **fields, "recordings": {}}
         return sid
 
     def routes(self, app: web.Application) -> None:
@@ -198,19 +221,18 @@ class FakeTwilio(FakeAPI):
             status=status,
         )
 
-    async def _check(
-        self, request: web.Request
-    ) -> tuple[dict[str, list[str]], web.Response | None]:
+    async def _check(self, request: web.Request) -> dict[str, list[str]]:
+        """Auth, account and form encoding; the form's values by name."""
         if _basic_auth(request) != (self.account_sid, self.auth_token):
-            return {}, self._error(401, 20003, "Authenticate")
+            raise _Refused(self._error(401, 20003, "Authenticate"))
         if request.match_info["account"] != self.account_sid:
-            return {}, self._error(404, 20404, "The requested resource was not found")
+            raise _Refused(self._error(404, 20404, "The requested resource was not found"))
         if request.content_type != "application/x-www-form-urlencoded":
-            return {}, self._error(400, 20001, "Bodies must be form-encoded")
+            raise _Refused(self._error(400, 20001, "Bodies must be form-encoded"))
         form: dict[str, list[str]] = {}
         for name, value in parse_qsl((await request.read()).decode(), keep_blank_values=True):
             form.setdefault(name, []).append(value)
-        return form, None
+        return form
 
     def _call_json(self, sid: str) -> dict[str, Any]:
         call = self.calls[sid]
@@ -226,9 +248,7 @@ class FakeTwilio(FakeAPI):
         }
 
     async def _create(self, request: web.Request) -> web.Response:
-        form, error = await self._check(request)
-        if error:
-            return error
+        form = await self._check(request)
         if not form.get("To"):
             return self._error(400, 21201, "No 'To' number is specified")
         if not form.get("From"):
@@ -245,21 +265,16 @@ class FakeTwilio(FakeAPI):
         for event in form.get("StatusCallbackEvent", []):
             if event not in ("initiated", "ringing", "answered", "completed"):
                 return self._error(400, 21626, "Invalid StatusCallbackEvent")
-        sid = "CA" + uuid.uuid4().hex
-        self.calls[sid] = {
-            "status": "queued",
+        sid = self._new_call("queued", **{
             "to": form["To"][0],
             "from": form["From"][0],
             "twiml": twiml,
             "url": form.get("Url", [None])[0],
-            "recordings": {},
-        }
+        })
         return web.json_response(self._call_json(sid), status=201)
 
     async def _update(self, request: web.Request) -> web.Response:
-        form, error = await self._check(request)
-        if error:
-            return error
+        form = await self._check(request)
         sid = request.match_info["call"]
         call = self.calls.get(sid)
         if call is None:
@@ -284,9 +299,7 @@ class FakeTwilio(FakeAPI):
         return web.json_response(self._call_json(sid))
 
     async def _record(self, request: web.Request) -> web.Response:
-        form, error = await self._check(request)
-        if error:
-            return error
+        form = await self._check(request)
         sid = request.match_info["call"]
         call = self.calls.get(sid)
         if call is None:
@@ -309,9 +322,7 @@ class FakeTwilio(FakeAPI):
         )
 
     async def _update_recording(self, request: web.Request) -> web.Response:
-        form, error = await self._check(request)
-        if error:
-            return error
+        form = await self._check(request)
         call = self.calls.get(request.match_info["call"])
         rec = request.match_info["rec"]
         if call is None:
@@ -348,8 +359,13 @@ class FakeTelnyx(FakeAPI):
         self.calls: dict[str, dict[str, Any]] = {}
 
     def live_call(self, state: str = "answered") -> str:
+        return self._new_call(state)
+
+    def _new_call(self, state: str, **fields: Any) -> str:
         call_id = "v3:" + uuid.uuid4().hex
-        self.calls[call_id] = {"alive": True, "state": state, "commands": [], "command_ids": set()}
+        self.calls[call_id] = {
+            "alive": True, "state": state, **fields, "commands": [], "command_ids": set()
+        }
         return call_id
 
     def routes(self, app: web.Application) -> None:
@@ -363,67 +379,56 @@ class FakeTelnyx(FakeAPI):
             {"errors": [{"code": code, "title": title, "detail": detail or title}]}, status=status
         )
 
-    async def _check(self, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
+    async def _check(self, request: web.Request) -> dict[str, Any]:
+        """Bearer auth and a JSON object body; the body."""
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return {}, self._error(401, "10009", "Authentication failed")
+            raise _Refused(self._error(401, "10009", "Authentication failed"))
         if request.content_type != "application/json":
-            return {}, self._error(415, "10015", "Bodies must be application/json")
-        try:
-            body = json.loads(await request.read() or b"{}")
-        except ValueError:
-            return {}, self._error(400, "10015", "Invalid JSON")
-        if not isinstance(body, dict):
-            return {}, self._error(400, "10015", "Invalid JSON")
-        return body, None
+            raise _Refused(self._error(415, "10015", "Bodies must be application/json"))
+        body = await _json_object(request)
+        if body is None:
+            raise _Refused(self._error(400, "10015", "Invalid JSON"))
+        return body
 
-    def _check_stream(self, body: dict[str, Any]) -> web.Response | None:
+    def _check_stream(self, body: dict[str, Any]) -> None:
         url = body.get("stream_url")
         if url is None:
-            return None
+            return
         if not isinstance(url, str) or not url.startswith(("wss://", "ws://")):
-            return self._error(422, "10015", "stream_url must be a WebSocket URL")
+            raise self._invalid("stream_url must be a WebSocket URL")
         if body.get("stream_track", "inbound_track") not in (
             "inbound_track",
             "outbound_track",
             "both_tracks",
         ):
-            return self._error(422, "10015", "Invalid stream_track")
+            raise self._invalid("Invalid stream_track")
         if body.get("stream_bidirectional_mode", "mp3") not in ("mp3", "rtp"):
-            return self._error(422, "10015", "Invalid stream_bidirectional_mode")
+            raise self._invalid("Invalid stream_bidirectional_mode")
         for key in ("stream_codec", "stream_bidirectional_codec"):
             if key in body and body[key] not in (*_TELNYX_CODECS, "default"):
-                return self._error(422, "10015", f"Invalid {key}")
+                raise self._invalid(f"Invalid {key}")
         rate = body.get("stream_bidirectional_sampling_rate", 8000)
         if rate not in (8000, 16000, 22050, 24000, 48000):
-            return self._error(422, "10015", "Invalid stream_bidirectional_sampling_rate")
+            raise self._invalid("Invalid stream_bidirectional_sampling_rate")
         if body.get("stream_bidirectional_target_legs", "opposite") not in (
             "both",
             "self",
             "opposite",
         ):
-            return self._error(422, "10015", "Invalid stream_bidirectional_target_legs")
-        return None
+            raise self._invalid("Invalid stream_bidirectional_target_legs")
+
+    def _invalid(self, title: str) -> _Refused:
+        return _Refused(self._error(422, "10015", title))
 
     async def _dial(self, request: web.Request) -> web.Response:
-        body, error = await self._check(request)
-        if error:
-            return error
+        body = await self._check(request)
         if body.get("connection_id") != self.connection_id:
             return self._error(422, "10015", "Invalid connection_id")
         for key in ("to", "from"):
             if not isinstance(body.get(key), str) or not body[key]:
                 return self._error(422, "10015", f"{key} is required")
-        error = self._check_stream(body)
-        if error:
-            return error
-        call_id = "v3:" + uuid.uuid4().hex
-        self.calls[call_id] = {
-            "alive": True,
-            "state": "dialing",
-            "stream": body,
-            "commands": [],
-            "command_ids": set(),
-        }
+        self._check_stream(body)
+        call_id = self._new_call("dialing", stream=body)
         return web.json_response(
             {
                 "data": {
@@ -437,9 +442,7 @@ class FakeTelnyx(FakeAPI):
         )
 
     async def _texml_call(self, request: web.Request) -> web.Response:
-        body, error = await self._check(request)
-        if error:
-            return error
+        body = await self._check(request)
         if request.match_info["app"] != self.connection_id:
             return self._error(404, "10005", "Resource not found")
         # Parameter names are case-sensitive (From, To, Texml, Url, Method).
@@ -449,22 +452,13 @@ class FakeTelnyx(FakeAPI):
         texml = body.get("Texml")
         if texml is not None and not _well_formed_xml(texml):
             return self._error(422, "10015", "Texml is not well-formed XML")
-        call_id = "v3:" + uuid.uuid4().hex
-        self.calls[call_id] = {
-            "alive": True,
-            "state": "queued",
-            "texml": texml,
-            "commands": [],
-            "command_ids": set(),
-        }
+        call_id = self._new_call("queued", texml=texml)
         return web.json_response(
             {"call_sid": call_id, "from": body["From"], "to": body["To"], "status": "queued"}
         )
 
     async def _action(self, request: web.Request) -> web.Response:
-        body, error = await self._check(request)
-        if error:
-            return error
+        body = await self._check(request)
         call_id, action = request.match_info["call"], request.match_info["action"]
         call = self.calls.get(call_id)
         if call is None:
@@ -482,9 +476,7 @@ class FakeTelnyx(FakeAPI):
         if action == "hangup":
             call["alive"] = False
         elif action == "answer":
-            error = self._check_stream(body)
-            if error:
-                return error
+            self._check_stream(body)
             call["state"] = "answered"
             call["stream"] = body
         elif action == "transfer":
@@ -542,29 +534,23 @@ class FakePlivo(FakeAPI):
     def _error(status: int, message: str) -> web.Response:
         return web.json_response({"api_id": str(uuid.uuid4()), "error": message}, status=status)
 
-    async def _check(
-        self, request: web.Request, *, json_body: bool = True
-    ) -> tuple[dict[str, Any], web.Response | None]:
+    async def _check(self, request: web.Request, *, json_body: bool = True) -> dict[str, Any]:
+        """Basic auth, account and (with ``json_body``) a JSON object body; the body."""
         if _basic_auth(request) != (self.auth_id, self.auth_token):
-            return {}, self._error(401, "authentication failed")
+            raise _Refused(self._error(401, "authentication failed"))
         if request.match_info["account"] != self.auth_id:
-            return {}, self._error(404, "not found")
+            raise _Refused(self._error(404, "not found"))
         if not json_body:
-            return {}, None
+            return {}
         if request.content_type != "application/json":
-            return {}, self._error(400, "Content-Type must be application/json")
-        try:
-            body = json.loads(await request.read() or b"{}")
-        except ValueError:
-            return {}, self._error(400, "invalid JSON")
-        if not isinstance(body, dict):
-            return {}, self._error(400, "invalid JSON")
-        return body, None
+            raise _Refused(self._error(400, "Content-Type must be application/json"))
+        body = await _json_object(request)
+        if body is None:
+            raise _Refused(self._error(400, "invalid JSON"))
+        return body
 
     async def _create(self, request: web.Request) -> web.Response:
-        body, error = await self._check(request)
-        if error:
-            return error
+        body = await self._check(request)
         for key in ("from", "to", "answer_url"):
             if not isinstance(body.get(key), str) or not body[key]:
                 return self._error(400, f"{key} is required")
@@ -582,34 +568,26 @@ class FakePlivo(FakeAPI):
         )
 
     async def _hangup(self, request: web.Request) -> web.Response:
-        _, error = await self._check(request, json_body=False)
-        if error:
-            return error
-        call = self.calls.get(request.match_info["call"])
-        if call is None or not call["alive"]:
-            return self._error(404, "not found")
-        call["alive"] = False
+        await self._check(request, json_body=False)
+        self._live(request)["alive"] = False
         return web.Response(status=204)
 
     async def _cancel(self, request: web.Request) -> web.Response:
-        _, error = await self._check(request, json_body=False)
-        if error:
-            return error
+        await self._check(request, json_body=False)
         if self.requests_pending.pop(request.match_info["request"], None) is None:
             return self._error(404, "not found")
         return web.Response(status=204)
 
-    def _live(self, request: web.Request) -> dict[str, Any] | None:
+    def _live(self, request: web.Request) -> dict[str, Any]:
+        """The live call the path names; 404 for an unknown or ended one."""
         call = self.calls.get(request.match_info["call"])
-        return call if call is not None and call["alive"] else None
+        if call is None or not call["alive"]:
+            raise _Refused(self._error(404, "not found"))
+        return call
 
     async def _transfer(self, request: web.Request) -> web.Response:
-        body, error = await self._check(request)
-        if error:
-            return error
+        body = await self._check(request)
         call = self._live(request)
-        if call is None:
-            return self._error(404, "not found")
         legs = body.get("legs")
         if legs not in ("aleg", "bleg", "both"):
             return self._error(400, "legs must be aleg, bleg or both")
@@ -621,12 +599,8 @@ class FakePlivo(FakeAPI):
         )
 
     async def _dtmf(self, request: web.Request) -> web.Response:
-        body, error = await self._check(request)
-        if error:
-            return error
+        body = await self._check(request)
         call = self._live(request)
-        if call is None:
-            return self._error(404, "not found")
         if not isinstance(body.get("digits"), str) or not re.fullmatch(
             r"[0-9*#wW]+", body["digits"]
         ):
@@ -639,12 +613,8 @@ class FakePlivo(FakeAPI):
         )
 
     async def _record(self, request: web.Request) -> web.Response:
-        body, error = await self._check(request)
-        if error:
-            return error
+        body = await self._check(request)
         call = self._live(request)
-        if call is None:
-            return self._error(404, "not found")
         recording_id = str(uuid.uuid4())
         call["actions"].append(("record", body))
         return web.json_response(
@@ -658,11 +628,7 @@ class FakePlivo(FakeAPI):
         )
 
     async def _record_stop(self, request: web.Request) -> web.Response:
-        _, error = await self._check(request, json_body=False)
-        if error:
-            return error
+        await self._check(request, json_body=False)
         call = self._live(request)
-        if call is None:
-            return self._error(404, "not found")
         call["actions"].append(("record_stop", None))
         return web.Response(status=204)
