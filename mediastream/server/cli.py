@@ -30,6 +30,8 @@ _LIMITS: tuple[tuple[str, str, type, str], ...] = (
     ("--drain-timeout", "drain_timeout", float, "seconds live calls get at shutdown"),
     ("--bot-sample-rate", "bot_sample_rate", int, "PCM rate handed to bots"),
     ("--playout-lead", "playout_lead", float, "seconds of audio sent ahead of real time"),
+    ("--max-bot-audio", "max_bot_audio_s", float,
+     "seconds of bot audio queued ahead of playout before the call ends (1011)"),
 )
 
 
