@@ -11,12 +11,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import pytest
-from aiohttp import web
+from _util_control import control_server
 from fakes.providers import FakePlivo, FakeTelnyx, FakeTwilio
 from plivo.utils.signature_v3 import construct_post_url, get_signature_v3
 
 from mediastream.config import Config, ProviderCredentials
-from mediastream.control import ProviderClients, add_control_routes, check_stream_start
+from mediastream.control import check_stream_start
 from mediastream.errors import AuthenticationError
 from mediastream.protocols.events import CallInfo, MediaFormat
 
@@ -72,20 +72,10 @@ async def running(**changes: Any) -> AsyncIterator[Env]:
     }
     values.update(changes)
     config = Config(**values)
-    http = aiohttp.ClientSession()
-    app = web.Application()
-    clients = ProviderClients(http, config.credentials, retries=0)
-    add_control_routes(app, config=config, agents={"sales"}, clients=clients)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
     try:
-        yield Env(f"http://{host}:{port}", http, config, twilio, telnyx, plivo)
+        async with control_server(config, {"sales"}) as (base, http):
+            yield Env(base, http, config, twilio, telnyx, plivo)
     finally:
-        await http.close()
-        await runner.cleanup()
         for fake in (twilio, telnyx, plivo):
             await fake.close()
 

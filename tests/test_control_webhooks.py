@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import aiohttp
 import pytest
 import pytest_asyncio
-from aiohttp import web
+from _util_control import control_server
 from fakes.providers import FakeTelnyx
 from nacl.signing import SigningKey
 from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
@@ -29,8 +29,6 @@ from twilio.request_validator import RequestValidator
 
 from mediastream.config import Config, ProviderCredentials
 from mediastream.control import (
-    ProviderClients,
-    add_control_routes,
     check_media_upgrade,
     check_stream_start,
 )
@@ -84,20 +82,10 @@ async def running(**changes: Any) -> AsyncIterator[Server]:
     config = replace(
         config, credentials=replace(config.credentials, telnyx_api_base_url=telnyx_url)
     )
-    http = aiohttp.ClientSession()
-    app = web.Application()
-    clients = ProviderClients(http, config.credentials, retries=0)
-    add_control_routes(app, config=config, agents={"sales", "support"}, clients=clients)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
     try:
-        yield Server(f"http://{host}:{port}", http, config, telnyx)
+        async with control_server(config, {"sales", "support"}) as (base, http):
+            yield Server(base, http, config, telnyx)
     finally:
-        await http.close()
-        await runner.cleanup()
         await telnyx.close()
 
 
