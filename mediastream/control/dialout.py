@@ -45,12 +45,13 @@ from .documents import (
     twiml_connect_stream,
 )
 from .rest import ProviderAPIError
-from .urls import Origin, public_origin, stream_url
+from .urls import Origin, stream_url
 from .webhooks import (
     DIALOUT_PARAMETER,
     AgentLookup,
     RequestRefused,
     read_body,
+    request_origin,
     resolve_agent,
 )
 
@@ -152,15 +153,9 @@ class DialoutHandler:
             self._authorize(request)
             body = await self._json(request, self.config.head_timeout)
             dial = parse_dialout(body, self.agents)
-            origin = public_origin(
-                self.config.public_url,
-                self.config.trust_forwarded,
-                scheme=request.scheme,
-                headers=request.headers,
-                fallback_host=request.host,
+            origin = request_origin(
+                self.config, request, "cannot tell the public URL: set MEDIASTREAM_PUBLIC_URL"
             )
-            if origin is None:
-                raise RequestRefused(400, "cannot tell the public URL: set MEDIASTREAM_PUBLIC_URL")
             call_id = await self._place(dial, origin)
         except RequestRefused as exc:
             payload: dict[str, Any] = {"error": exc.message}

@@ -50,6 +50,7 @@ __all__ = [
     "ControlHandlers",
     "RequestRefused",
     "read_body",
+    "request_origin",
     "resolve_agent",
 ]
 
@@ -134,6 +135,21 @@ def forwarded_parameters(query: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def request_origin(config: Config, request: web.Request, unknown: str) -> Origin:
+    """The public origin ``request`` came to (:func:`~.urls.public_origin` with
+    ``config``'s public URL and proxy trust); RequestRefused 400 ``unknown`` if untold."""
+    origin = public_origin(
+        config.public_url,
+        config.trust_forwarded,
+        scheme=request.scheme,
+        headers=request.headers,
+        fallback_host=request.host,
+    )
+    if origin is None:
+        raise RequestRefused(400, unknown)
+    return origin
+
+
 async def read_body(request: web.Request, limit: int, timeout: float | None = None) -> bytes:
     """The whole request body, refused with 413 beyond ``limit`` bytes and with 408 when
     it has not all arrived within ``timeout`` seconds (RFC 9110 §15.5.9).
@@ -196,15 +212,7 @@ class ControlHandlers:
 
     async def _read(self, request: web.Request, provider: str) -> _Incoming:
         body = await read_body(request, MAX_WEBHOOK_BODY, self.config.head_timeout)
-        origin = public_origin(
-            self.config.public_url,
-            self.config.trust_forwarded,
-            scheme=request.scheme,
-            headers=request.headers,
-            fallback_host=request.host,
-        )
-        if origin is None:
-            raise RequestRefused(400, "cannot tell the public URL: no Host header")
+        origin = request_origin(self.config, request, "cannot tell the public URL: no Host header")
         is_json = request.content_type == "application/json"
         form: list[tuple[str, str]] = []
         if request.method == "POST" and not is_json:
