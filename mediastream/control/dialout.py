@@ -53,6 +53,7 @@ from .webhooks import (
     read_body,
     request_origin,
     resolve_agent,
+    status_callback_url,
 )
 
 __all__ = ["DialOut", "DialoutHandler", "parse_dialout"]
@@ -214,7 +215,7 @@ class DialoutHandler:
             document = twiml_connect_stream(
                 stream_url(origin, "twilio", agent=dial.agent),
                 {**parameters, "_token": tokens.issue("twilio")},
-                status_callback=self._status(origin, "twilio"),
+                status_callback=status_callback_url(self.config, origin, "twilio"),
             )
             if len(document) > 4000:
                 raise _bad("params too large for Twilio's inline TwiML (4000 chars)", "params")
@@ -236,7 +237,7 @@ class DialoutHandler:
                 stream_url(origin, "telnyx", agent=dial.agent, query={"token": token}),
                 {**parameters, "_token": token},
                 codec=self.config.telnyx_texml_codec,
-                status_callback=self._status(origin, "telnyx"),
+                status_callback=status_callback_url(self.config, origin, "telnyx"),
             )
             return await telnyx.create_texml_call(dial.to, dial.from_, texml=document)
         plivo = self.clients.require_plivo()
@@ -250,9 +251,4 @@ class DialoutHandler:
         return await plivo.create_call(
             dial.to.removeprefix("+"), dial.from_.removeprefix("+"), answer_url=answer_url
         )
-
-    def _status(self, origin: Origin, provider: str) -> str | None:
-        if not self.config.stream_status_callbacks:
-            return None
-        return origin.http_url(f"/{provider}/stream-status")
 

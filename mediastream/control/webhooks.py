@@ -52,6 +52,7 @@ __all__ = [
     "read_body",
     "request_origin",
     "resolve_agent",
+    "status_callback_url",
 ]
 
 logger = logging.getLogger("mediastream.control")
@@ -148,6 +149,13 @@ def request_origin(config: Config, request: web.Request, unknown: str) -> Origin
     if origin is None:
         raise RequestRefused(400, unknown)
     return origin
+
+
+def status_callback_url(config: Config, origin: Origin, provider: str) -> str | None:
+    """Our ``/<provider>/stream-status`` URL, when stream status callbacks are on."""
+    if not config.stream_status_callbacks:
+        return None
+    return origin.http_url(f"/{provider}/stream-status")
 
 
 async def read_body(request: web.Request, limit: int, timeout: float | None = None) -> bytes:
@@ -304,11 +312,7 @@ class ControlHandlers:
         ordered.update(params)
         token = stream_tokens(self.config).issue(provider, call_id)
         origin = incoming.origin
-        status = (
-            origin.http_url(f"/{provider}/stream-status")
-            if self.config.stream_status_callbacks
-            else None
-        )
+        status = status_callback_url(self.config, origin, provider)
         logger.info(
             "%s answer call=%s agent=%s from=%s to=%s",
             provider, call_id or "-", agent or "-", caller or "-", callee or "-",
