@@ -64,10 +64,8 @@ class WebSocketClient(asyncio.Protocol):
         self.call_id = call_id
         loop = asyncio.get_running_loop()
         self.opened: asyncio.Future[None] = loop.create_future()
-        self.lost: asyncio.Future[None] = loop.create_future()
         self.transport: asyncio.Transport | None = None
         self.half_open = False
-        self.lost_at: float | None = None
         self._stalled = False
         self._backlog: list[bytes] = []
         self._fragments: list[bytes] = []
@@ -100,14 +98,11 @@ class WebSocketClient(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         now = time.monotonic()
-        self.lost_at = now
         if self._close_timer is not None:
             self._close_timer.cancel()
         if not self.opened.done():
             reason = f"connection lost: {exc}" if exc else "connection closed during handshake"
             self.opened.set_exception(HandshakeFailed(reason))
-        if not self.lost.done():
-            self.lost.set_result(None)
         if self.opened.done() and self.opened.exception() is None:
             self.handler.on_connection_lost(now)
 
@@ -188,10 +183,6 @@ class WebSocketClient(asyncio.Protocol):
             self._backlog.append(chunk)
         else:
             self.transport.write(chunk)
-
-    @property
-    def is_open(self) -> bool:
-        return self.ws.state is State.OPEN and self.transport is not None
 
     def send_text(self, data: bytes) -> None:
         """Send one text message (``data`` is UTF-8)."""

@@ -173,8 +173,6 @@ class CallerDialect(ABC):
     provider: ClassVar[ProviderName]
     #: Twilio and Telnyx echo every pending mark when ``clear`` drops them (§5.2).
     clear_echoes_marks: ClassVar[bool] = True
-    #: Whether the protocol defines a ``connected`` message before ``start``.
-    has_connected: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -444,7 +442,6 @@ class PlivoCaller(CallerDialect):
 
     provider = "plivo"
     clear_echoes_marks = False
-    has_connected = False
     _ENCODING: ClassVar[dict[str, str]] = {"pcmu": "audio/x-mulaw", "l16": "audio/x-l16"}
 
     def __init__(

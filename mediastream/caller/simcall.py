@@ -171,11 +171,6 @@ class SimulatedCall:
         self._finished = False
 
     @property
-    def streaming(self) -> bool:
-        """Connected and not yet finished."""
-        return self.conn is not None and self._done is not None and not self._done.done()
-
-    @property
     def frames_received(self) -> int:
         return self.playout.received
 

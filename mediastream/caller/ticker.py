@@ -32,8 +32,6 @@ class Ticker:
         self._snapshot: tuple[Member, ...] = ()
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
-        self.ticks = 0
-        self.max_wake_lag = 0.0
 
     def add(self, member: Member) -> None:
         """Start ticking ``member`` from the next tick on."""
@@ -77,10 +75,8 @@ class Ticker:
                     handle.cancel()
             else:
                 await asyncio.sleep(0)
-            self.max_wake_lag = max(self.max_wake_lag, loop.time() - due)
             for member in self._snapshot:
                 member.tick(k, due)
-            self.ticks += 1
             k += 1
 
 
