@@ -13,37 +13,32 @@ signatures (as mediastream does by default) accept the simulated caller.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import secrets
 import time
 from collections.abc import Mapping
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from mediastream.control import signatures
 
 __all__ = ["plivo_v3_signature", "sign_webhook", "telnyx_signature", "twilio_signature"]
 
 
 def twilio_signature(auth_token: str, url: str, params: Mapping[str, str] | None = None) -> str:
-    """``X-Twilio-Signature`` for a request to ``url`` with form ``params``."""
-    message = url + "".join(name + value for name, value in sorted((params or {}).items()))
-    digest = hmac.new(auth_token.encode(), message.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode()
+    """``X-Twilio-Signature`` for a request to ``url`` with form ``params``.
+
+    The server's own signer (:func:`mediastream.control.signatures.twilio_signature`),
+    which test_control_signatures checks against Twilio's SDK.
+    """
+    return signatures.twilio_signature(url, list((params or {}).items()), auth_token)
 
 
 def plivo_v3_signature(
     auth_token: str, url: str, nonce: str, params: Mapping[str, str] | None = None
 ) -> str:
-    """``X-Plivo-Signature-V3`` for a POST to ``url`` with form ``params``."""
-    parts = urlsplit(url)
-    message = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-    query = sorted(parse_qsl(parts.query, keep_blank_values=True))
-    if query:
-        message += "?" + "&".join(f"{k}={v}" for k, v in query)
-    if params:
-        message += ("." if query else "?") + "".join(k + v for k, v in sorted(params.items()))
-    message += "." + nonce
-    digest = hmac.new(auth_token.encode(), message.encode(), hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
+    """``X-Plivo-Signature-V3`` for a POST to ``url`` with form ``params``
+    (:func:`mediastream.control.signatures.plivo_signature_v3`)."""
+    return signatures.plivo_signature_v3(
+        "POST", url, list((params or {}).items()), nonce, auth_token
+    )
 
 
 def telnyx_signature(private_key_b64: str, timestamp: str, body: bytes) -> str:
