@@ -15,7 +15,8 @@ import ssl
 import sys
 from typing import Any
 
-from ..config import Config
+from mediastream.config import Config
+
 from .audio import ProbeConfig
 from .dialects import PROVIDERS
 from .faults import parse_fault
