@@ -49,6 +49,8 @@ class Connection(asyncio.Protocol):
     started: asyncio.Event = field(default_factory=asyncio.Event)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_code: int | None = None
+    #: When the caller's close frame arrived (it sends one right after hanging up).
+    close_at: float | None = None
     stream_id: str = ""
     request_headers: dict[str, str] = field(default_factory=dict)
     lost_at: float | None = None
@@ -91,6 +93,7 @@ class Connection(asyncio.Protocol):
                     self.binary_frames += 1
                 elif event.opcode is Opcode.CLOSE:
                     self.close_code = Close.parse(event.data).code
+                    self.close_at = now
         self._flush()
 
     def eof_received(self) -> bool | None:
@@ -177,6 +180,11 @@ class Connection(asyncio.Protocol):
     def close(self, code: int = 1000, reason: str = "") -> None:
         self.ws.send_close(code, reason)
         self._flush()
+
+    def echoed_before_close(self) -> int:
+        """How many echoes went out before the caller's close frame arrived."""
+        assert self.close_at is not None, "the caller did not close"
+        return sum(1 for t in self.echoed_at.values() if t < self.close_at)
 
     def hold_ms(self, index: int) -> float:
         """How long the server actually held media message ``index`` before echoing it."""

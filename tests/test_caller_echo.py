@@ -40,6 +40,10 @@ async def test_known_delays_are_measured_within_2_ms_for_every_provider() -> Non
             (c.provider, d): [c.hold_ms(frame) for frame in (5, 20, 35, 50, 65)]
             for d, srv in servers.items() for c in srv.connections
         }
+        echoed = {
+            (c.provider, d): c.echoed_before_close()
+            for d, srv in servers.items() for c in srv.connections
+        }
     for (provider, delay), report in reports.items():
         (call,) = report.calls
         assert not call.handshake_failed and call.end == "completed", (provider, call.failure)
@@ -58,9 +62,14 @@ async def test_known_delays_are_measured_within_2_ms_for_every_provider() -> Non
             provider, delay, call.latencies_ms, held[provider, delay])
         assert call.lost_ms is not None and call.lost_ms <= 0.5, (provider, delay)
         assert call.protocol_errors == 0, call.protocol_error_samples
-        # Echoes still in flight when the caller hangs up are not heard.
+        # Echoes still in flight when the caller hangs up are not heard: none sent after
+        # its close arrived, and at most D / 20 ms (+ 2) of the last ones, plus however
+        # late the generator sent the last frames on a busy machine (its error, as above).
         assert call.frames_sent == 100
-        assert call.frames_received >= 100 - delay * 1000 / 20 - 2
+        generator_late = float(np.max(call.send_lag_ms[-20:]))
+        assert call.frames_received >= 100 - (delay * 1000 + generator_late) / 20 - 2, (
+            provider, delay, call.frames_received, generator_late)
+        assert call.frames_received <= echoed[provider, delay]
 
 
 @pytest.mark.asyncio
