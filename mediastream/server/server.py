@@ -509,13 +509,17 @@ class MediaStreamServer:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(period)
-            now = loop.time()
-            for connection in list(self._connections):
-                try:
-                    connection.check_timeouts(now)
-                    connection.sync_metrics()
-                except Exception:
-                    connection.log.exception("housekeeping failed")
+            self._tick_connections(loop.time())
+
+    def _tick_connections(self, now: float) -> None:
+        # A function of its own: a loop variable in _housekeeping would keep the last
+        # connection (its session, buffers and socket) alive while the server idles.
+        for connection in list(self._connections):
+            try:
+                connection.check_timeouts(now)
+                connection.sync_metrics()
+            except Exception:
+                connection.log.exception("housekeeping failed")
 
 
 def _headers(headers: Headers) -> Mapping[str, str]:
