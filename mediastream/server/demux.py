@@ -222,6 +222,9 @@ def _plausible_prefix(buffer: bytearray) -> bool:
     line_end = buffer.find(b"\r\n")
     if line_end >= 0:
         return _REQUEST_LINE.fullmatch(bytes(buffer[:line_end])) is not None
+    if buffer.endswith(b"\r"):
+        # The line's CR arrived, its LF not yet (a segment may end anywhere).
+        return _REQUEST_LINE.fullmatch(bytes(buffer[:-1])) is not None
     # An incomplete request line: "METHOD SP target SP" then a prefix of "HTTP/1.x".
     parts = bytes(buffer).split(b" ")
     if len(parts) > 3:
