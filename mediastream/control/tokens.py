@@ -47,6 +47,7 @@ _MAC_HEX = 32
 #: Length of every token this module issues.
 TOKEN_LENGTH = 1 + 1 + 8 + 16 + _MAC_HEX + _MAC_HEX
 _HEX = frozenset("0123456789abcdef")
+_LETTERS = frozenset(_PROVIDER_LETTERS.values())
 
 
 def _derive(secret: bytes, label: str) -> bytes:
@@ -134,7 +135,15 @@ class StreamTokens:
         if len(token) != TOKEN_LENGTH or token[0] != _VERSION:
             raise AuthenticationError("malformed stream token")
         head, mac_a, mac_b = token[:26], token[26 : 26 + _MAC_HEX], token[26 + _MAC_HEX :]
-        if not (set(head[2:]) <= _HEX and set(mac_a) <= _HEX and set(mac_b) <= _HEX):
+        # Every character is checked before any is encoded for a MAC: a token comes
+        # from a URL or a header and may hold any text (a non-ASCII provider letter
+        # once escaped as UnicodeEncodeError: HTTP 500 instead of 403).
+        if not (
+            head[1] in _LETTERS
+            and set(head[2:]) <= _HEX
+            and set(mac_a) <= _HEX
+            and set(mac_b) <= _HEX
+        ):
             raise AuthenticationError("malformed stream token")
         if not hmac.compare_digest(mac_a, self._mac_a(head)):
             raise AuthenticationError("stream token signature does not verify")
