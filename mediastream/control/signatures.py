@@ -66,7 +66,7 @@ def twilio_signature(
     parts = [url]
     for name in sorted(grouped):
         parts.extend(name + value for value in sorted(grouped[name]))
-    mac = hmac.new(secret.encode("utf-8"), "".join(parts).encode("utf-8"), digest)
+    mac = hmac.new(secret.encode("utf-8"), _utf8("".join(parts)), digest)
     return base64.b64encode(mac.digest()).decode("ascii")
 
 
@@ -117,9 +117,20 @@ def verify_twilio(
     for secret in secrets:
         for candidate in candidates:
             expected = twilio_signature(candidate, params, secret, algorithm)
-            if hmac.compare_digest(expected.encode(), signature.strip().encode()):
+            if hmac.compare_digest(expected.encode(), _header_bytes(signature)):
                 return None
     return f"X-Twilio-Signature does not match {url}"
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8 of request text: aiohttp decodes header (and URL) bytes that are not UTF-8
+    with ``surrogateescape``; a strict encode of those raised (HTTP 500, not 403)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _header_bytes(value: str) -> bytes:
+    """A header value as bytes to compare (see :func:`_utf8`)."""
+    return _utf8(value.strip())
 
 
 def _port_variants(url: str) -> list[str]:
@@ -242,7 +253,7 @@ def plivo_signature_v3(
 ) -> str:
     """Plivo's V3 signature of a callback (plivo-python ``signature_v3``, §3.7)."""
     message = _plivo_message(method, url, params) + "." + nonce
-    mac = hmac.new(auth_token.encode("utf-8"), message.encode("utf-8"), hashlib.sha256)
+    mac = hmac.new(auth_token.encode("utf-8"), _utf8(message), hashlib.sha256)
     return base64.b64encode(mac.digest()).decode("ascii")
 
 
@@ -269,6 +280,6 @@ def verify_plivo_v3(
     expected = plivo_signature_v3(method, url, params, nonce, auth_token).encode()
     for header in present:
         for candidate in header.split(","):
-            if hmac.compare_digest(candidate.strip().encode(), expected):
+            if hmac.compare_digest(_header_bytes(candidate), expected):
                 return None
     return f"X-Plivo-Signature-V3 does not match {url}"
