@@ -45,6 +45,7 @@ from types import TracebackType
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from websockets.asyncio.server import Server as WebSocketServer
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
@@ -71,6 +72,26 @@ __all__ = ["MediaStreamServer", "registry_from_config", "serve", "tls_context"]
 
 logger = logging.getLogger(__name__)
 _ws_logger = logging.getLogger("mediastream.server.websocket")
+_http_logger = logging.getLogger("mediastream.server.http")
+
+
+class _PeerErrorFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse (no Host, a bad header ...) as an ERROR with
+    a traceback; it is the peer's mistake, answered 4xx: log it as INFO, one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            text = record.getMessage()
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "%s (answered %d: %s)", (
+                text, exc.code, str(exc.message).strip()[:200])
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_http_logger.addFilter(_PeerErrorFilter())
 
 #: Frames websockets buffers per connection before it stops reading the socket.
 _MAX_QUEUE = 32
@@ -239,6 +260,7 @@ class MediaStreamServer:
             shutdown_timeout=_HTTP_SHUTDOWN_S,
             max_field_size=config.max_head_size,
             max_line_size=config.max_head_size,
+            logger=_http_logger,
         )
         await self._runner.setup()
         self._ws_server = WebSocketServer(self._create_listener, self._ws_handler, _ws_logger)
