@@ -523,6 +523,24 @@ for _provider in PROVIDERS:
     case(f"forged {_provider} webhook signature", "HTTP 403")(_forged_webhook(_provider))
 
 
+def _raw_signature_webhook(provider: ProviderName, header: bytes) -> CaseFn:
+    async def run(t: Target) -> str:
+        body = urlencode(webhook_form(provider, new_identity(provider))).encode()
+        head = (f"POST /{provider} HTTP/1.1\r\nHost: {t.host}:{t.port}\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n"
+                f"Content-Length: {len(body)}\r\nX-Plivo-Signature-V3-Nonce: 1\r\n").encode()
+        # Bytes that are not UTF-8 in the signature header.
+        return await raw_exchange(t, [head + header + b": ab\xff\xfe\xc3cd\r\n\r\n" + body])
+
+    return run
+
+
+case("Twilio webhook signature not UTF-8", "HTTP 403")(
+    _raw_signature_webhook("twilio", b"X-Twilio-Signature"))
+case("Plivo webhook signature not UTF-8", "HTTP 403")(
+    _raw_signature_webhook("plivo", b"X-Plivo-Signature-V3"))
+
+
 @case("unsigned Twilio upgrade", "HTTP 403")
 async def _unsigned_upgrade(t: Target) -> str:
     return await upgrade_status(f"ws://{t.host}:{t.port}/ws/twilio", {}, t.deadline())
@@ -550,6 +568,16 @@ def _forge_token(url: str, position: int) -> str:
 async def _forged_token(t: Target) -> str:
     answer, _ = await answered(t, "telnyx")
     return await upgrade_status(_forge_token(answer.url, 30), {}, t.deadline())
+
+
+@case("stream token with a non-ASCII character", "HTTP 403")
+async def _unicode_token(t: Target) -> str:
+    answer, _ = await answered(t, "telnyx")
+    parts = urlsplit(answer.url)
+    token = dict(p.split("=", 1) for p in parts.query.split("&"))["token"]
+    forged = token[0] + "%C3%A9" + token[2:]  # the provider letter, as UTF-8 in the URL
+    url = urlunsplit(parts._replace(query=parts.query.replace(token, forged)))
+    return await upgrade_status(url, {}, t.deadline())
 
 
 @case("stream token with a forged call binding", "close 1008", "telnyx")

@@ -150,6 +150,47 @@ async def test_an_upgrade_then_half_close_is_answered_and_ends_quietly(
     assert mediastream_errors(caplog.records) == []
 
 
+@pytest.mark.asyncio
+async def test_a_head_split_between_cr_and_lf_is_answered() -> None:
+    # A TCP segment may end anywhere: right after the request line's CR once read as
+    # "not HTTP" (400). Found by tests/test_hostile_fuzz.py.
+    async with running_server(echo_bot) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /healthz HTTP/1.1\r")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"\nHost: x\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(scaled(5)):
+            response = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+    assert response.startswith(b"HTTP/1.1 200"), response[:60]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("request_bytes", [
+    b"GET / HTTP/1.1\r\n\r\n",  # no Host (RFC 9112 §3.2)
+    b"POST /twilio HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    b"POST /plivo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+])
+async def test_a_request_only_aiohttp_rejects_is_a_4xx_and_no_error_log(
+    request_bytes: bytes, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # aiohttp logs requests it cannot parse as ERROR with a traceback; a peer's
+    # mistake is an INFO line here, and still answered 400.
+    caplog.set_level(logging.INFO)
+    async with running_server(echo_bot) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(request_bytes)
+        async with asyncio.timeout(scaled(5)):
+            response = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+    assert response.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), response[:60]
+    assert mediastream_errors(caplog.records) == []
+    assert any("answered 400" in r.getMessage() for r in caplog.records)
+
+
 # ------------------------------------------------------------------ raw WebSocket bits
 
 
