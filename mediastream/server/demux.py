@@ -14,6 +14,10 @@ Answers it gives itself, before any hand-over (RFC 9110 §15.5, RFC 6585 §5):
   to a plain-text port), decided as early as the first bytes allow;
 * ``408`` -- the head did not arrive within ``head_timeout``;
 * ``431`` -- the head is larger than ``max_head_size``.
+
+After such an answer the connection lingers (RFC 9112 §9.6): our side is half-closed and
+whatever the peer still sends is read and dropped until its EOF or ``_LINGER_S``, so a
+peer still sending its endless head reads the answer instead of a reset.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ _REQUEST_LINE = re.compile(
     rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}) ([\x21-\x7e]{1,8192}) HTTP/1\.[01]"
 )
 _MAX_METHOD = 32
+#: How long a refused connection may keep sending after our answer (lingering close).
+_LINGER_S = 2.0
 
 _REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
@@ -166,15 +172,14 @@ class HeadDemux(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self._done:
-            self._finish()
+        self._finish()
 
     def close(self) -> None:
-        """Drop a connection whose head has not arrived (server shutdown)."""
-        if not self._done:
-            self._finish()
-            if self._transport is not None:
-                self._transport.close()
+        """Drop a connection whose head has not arrived, or that lingers after our
+        answer (server shutdown)."""
+        self._finish()
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
 
     # ------------------------------------------------------------------ internals
 
@@ -191,9 +196,14 @@ class HeadDemux(asyncio.Protocol):
             self._reject(408, "request head not received in time")
 
     def _reject(self, status: int, detail: str) -> None:
-        self._finish()
+        # Done with the head, but still pending (and reading) while the answer lingers.
+        self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         transport = self._transport
         if transport is None:
+            self._finish()
             return
         peer = transport.get_extra_info("peername")
         logger.info("rejected connection from %s: %d %s", peer, status, detail)
@@ -204,7 +214,15 @@ class HeadDemux(asyncio.Protocol):
             + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
             + body
         )
-        transport.close()
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        # Lingering close (RFC 9112 §9.6): closing while the peer is still sending (an
+        # endless head, a slowloris) makes the kernel answer with a reset that can
+        # destroy our answer before the peer reads it. Half-close instead, discard what
+        # still arrives, and close at the peer's EOF or after _LINGER_S.
+        transport.write_eof()
+        self._timer = asyncio.get_running_loop().call_later(_LINGER_S, transport.close)
 
 
 def _plausible_prefix(buffer: bytearray) -> bool:
