@@ -16,11 +16,12 @@ import json
 import logging
 import os
 import socket
+from typing import Any
 
 import aiohttp
 import pytest
 from _util_reliability import mediastream_errors, scaled, settled
-from _util_server import running_server, ulaw_payload
+from _util_server import FakeProvider, running_server, ulaw_payload
 from fakes.providers import FakePlivo, FakeTwilio
 
 from bench.bench_hostile import (
@@ -189,6 +190,46 @@ async def test_a_request_only_aiohttp_rejects_is_a_4xx_and_no_error_log(
     assert response.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), response[:60]
     assert mediastream_errors(caplog.records) == []
     assert any("answered 400" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.asyncio
+async def test_a_flooding_peer_lets_the_event_loop_run_between_batches() -> None:
+    # recv() hands out queued messages without yielding: a peer that floods us once held
+    # the loop (every other call) for its whole backlog. Counted in loop turns, not time.
+    calls: list[Any] = []
+
+    async def bot(call: Any) -> None:
+        calls.append(call)
+        await asyncio.Event().wait()  # reads nothing: every key is dropped or queued
+
+    async with running_server(bot, bot_queue_frames=10, bot_exit_timeout=0.1) as server:
+        fake = FakeProvider("twilio")
+        async with fake.connect(server):
+            await fake.open()
+            async with asyncio.timeout(scaled(5)):
+                while not calls:
+                    await asyncio.sleep(0.01)
+            live = calls[0]
+            flood = "".join(f"\x00{json.dumps(fake.dtmf('1'))}" for _ in range(3200))
+            turns = 0
+
+            async def count_turns() -> None:
+                nonlocal turns
+                while True:
+                    await asyncio.sleep(0)
+                    turns += 1
+
+            for message in flood.split("\x00")[1:]:  # queued without a yield in between
+                await fake.send(message)
+            counter = asyncio.ensure_future(count_turns())
+            async with asyncio.timeout(scaled(10)):
+                while len(live._events) + live.events_dropped < 3200:
+                    await asyncio.sleep(0)
+            counter.cancel()
+            await fake.send(fake.stop())
+            assert (await fake.closed())[0] == 1000
+    # One turn at least per 32 messages (the reader's batch), whatever the reads were.
+    assert turns >= 3200 // 32 - 5, turns
 
 
 # ------------------------------------------------------------------ raw WebSocket bits

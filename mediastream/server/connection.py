@@ -84,6 +84,8 @@ HANGUP_TIMEOUT_S = 5.0
 _FLUSH_HORIZON_S = 3600.0
 #: Max bytes of a close reason (RFC 6455 §5.5: control frame payload <= 125 bytes).
 _MAX_REASON = 123
+#: The reader yields to the event loop after every 32 messages (a power of two, minus 1).
+_YIELD_EVERY_MASK = 31
 
 
 class StreamTimeoutError(MediaStreamError):
@@ -388,9 +390,17 @@ class MediaConnection:
         perf = time.perf_counter
         observe = self._server.metrics.frame_seconds.observe
         push = call.push
+        sleep = asyncio.sleep
+        count = 0
         try:
             while True:
                 message = await recv()
+                count += 1
+                if not count & _YIELD_EVERY_MASK:
+                    # recv() returns queued messages without yielding: a peer flooding
+                    # us would hold the loop (and every other call) for as long as its
+                    # backlog lasts. Let the others run between batches.
+                    await sleep(0)
                 started = perf()
                 now = clock()
                 self.last_rx = now

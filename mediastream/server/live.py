@@ -54,6 +54,7 @@ class LiveCall(Call):
     """One call as the bot sees it; created by the server once ``start`` arrived."""
 
     __slots__ = (
+        "_audio_queued",
         "_dropped",
         "_end",
         "_events",
@@ -90,6 +91,9 @@ class LiveCall(Call):
         self._log = log
         self._loop = asyncio.get_running_loop()
         self._events: deque[CallEvent] = deque()
+        #: InboundAudio events in ``_events``: a full queue of control events (a key
+        #: flood) is then found without scanning it for audio on every push.
+        self._audio_queued = 0
         self._max_events = max(2, max_events)
         self._max_audio_s = max_audio_s
         self._waiter: asyncio.Future[None] | None = None
@@ -108,9 +112,13 @@ class LiveCall(Call):
                 if self._end is None:
                     self._end = event
                 continue
-            if len(queue) >= self._max_events and not self._drop_oldest(InboundAudio):
+            if len(queue) >= self._max_events and not (
+                self._audio_queued and self._drop_oldest(InboundAudio)
+            ):
                 # Nothing but control events queued: a flood of keys, not a caller.
                 self._drop_oldest(DtmfPressed)
+            if type(event) is InboundAudio:
+                self._audio_queued += 1
             queue.append(event)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -121,6 +129,8 @@ class LiveCall(Call):
         for index, event in enumerate(queue):
             if type(event) is kind:
                 del queue[index]
+                if kind is InboundAudio:
+                    self._audio_queued -= 1
                 self._dropped += 1
                 if self._dropped == 1:
                     self._log.warning(
@@ -172,7 +182,10 @@ class LiveCall(Call):
         """Wait for the next event; after :class:`CallEnded` it keeps returning it."""
         while True:
             if self._events:
-                return self._events.popleft()
+                event = self._events.popleft()
+                if type(event) is InboundAudio:
+                    self._audio_queued -= 1
+                return event
             if self._end is not None:
                 return self._end
             waiter = self._loop.create_future()
