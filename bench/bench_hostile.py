@@ -339,8 +339,9 @@ async def raw_exchange(
                     await writer.drain()
                 except OSError:
                     break
-                if gap:
-                    await asyncio.wait({answer}, timeout=gap)
+                # drain() does not yield while the server keeps reading: without a
+                # yield here the answer would never be read.
+                await asyncio.wait({answer}, timeout=gap)
             data = await answer
     except (ConnectionResetError, BrokenPipeError):
         return "reset"
@@ -937,60 +938,115 @@ async def _server_process(
                 process.wait(10)
 
 
+async def _good_calls_elsewhere(base: str, seconds: float) -> dict[str, dict[str, Any]]:
+    """Good calls from their own processes (``mediastream call --json``), 2 per provider:
+    the corpus must not slow their load generator, only (if anything) the server."""
+    root = Path(__file__).resolve().parent.parent
+
+    async def one(provider: str) -> dict[str, Any]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mediastream", "call", f"{base}/{provider}",
+            "--provider", provider, "--calls", "2", "--ramp", "0.5", "--seconds", str(seconds),
+            "--probe", f"{GOOD_PROBE.tone_ms}/{GOOD_PROBE.period_ms}",
+            "--secret", secret_for(provider), "--json", "--quiet",
+            cwd=root, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await process.communicate()
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+    runs = await asyncio.gather(*(one(p) for p in PROVIDERS))
+    return dict(zip(PROVIDERS, runs, strict=True))
+
+
+def _json_problems(runs: dict[str, dict[str, Any]]) -> list[str]:
+    problems: list[str] = []
+    for provider, run in runs.items():
+        for c in run["per_call"]:
+            where = f"{provider} call {c['index']} ({c['call_id']})"
+            if c["end"] != "completed":
+                problems.append(f"{where}: ended {c['end']} {c['close_code']} {c['failure']}")
+            elif not c["probes"] or c["probes_returned"] != c["probes"]:
+                problems.append(f"{where}: {c['probes_returned']}/{c['probes']} probes back")
+            elif c["lost_ms"]:
+                problems.append(f"{where}: lost {c['lost_ms']} ms")
+            if c["protocol_errors"]:
+                problems.append(f"{where}: {c['protocol_error_samples']}")
+    return problems
+
+
+@dataclass
+class _Figures:
+    """Good-call figures of one condition (quiet or under attack), over repetitions."""
+
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    lost_ms: float = 0.0
+    calls: int = 0
+    lag_p99: list[float] = field(default_factory=list)
+
+    def add(self, runs: dict[str, dict[str, Any]]) -> None:
+        for run in runs.values():
+            self.p50.append(run["latency_ms"]["p50"] or 0.0)
+            self.p99.append(run["latency_ms"]["p99"] or 0.0)
+            self.lost_ms += sum(c["lost_ms"] or 0.0 for c in run["per_call"])
+            self.calls += run["calls"]
+            self.lag_p99.append(run["send_lag_ms"]["p99"] or 0.0)
+
+    def row(self, label: str) -> str:
+        if not self.p50:
+            return f"  {label:<13} -"
+        return (f"  {label:<13} p50 {statistics.median(self.p50):6.2f} ms  p99 "
+                f"{statistics.median(self.p99):6.2f} ms (worst {max(self.p99):6.2f})  lost "
+                f"{self.lost_ms:.0f} ms in {self.calls} calls  generator lag p99 "
+                f"{statistics.median(self.lag_p99):.2f} ms")
+
+
 async def _bench(
     port: int, reps: int, call_seconds: float
 ) -> tuple[list[Result], list[str], list[str]]:
     rows: list[str] = []
     all_results: list[Result] = []
     problems: list[str] = []
-    quiet_lat: list[float] = []
-    attack_lat: list[float] = []
-    quiet_lost = attack_lost = 0.0
+    quiet, attacked = _Figures(), _Figures()
     async with aiohttp.ClientSession() as http:
         target = Target("127.0.0.1", port, http)
         base = target.base
         for rep in range(reps):
-            print(f"[rep {rep + 1}/{reps}] good calls alone ...", file=sys.stderr, flush=True)
-            quiet = await good_calls(base, call_seconds, calls=2, ramp=0.5)
-            problems += [f"quiet rep {rep + 1}: {p}" for p in check_good_calls(quiet)]
-            values, lost = _latency(quiet)
-            quiet_lat += values
-            quiet_lost += lost
-            print(f"[rep {rep + 1}/{reps}] good calls while the corpus runs ...",
-                  file=sys.stderr, flush=True)
-            calls = asyncio.ensure_future(good_calls(base, call_seconds, calls=2, ramp=0.5))
-            await asyncio.sleep(1.0)
-            sequential = await run_corpus(target)
-            storm = await run_corpus(target, CASES * 3, together=True)
-            attacked = await calls
-            problems += [f"attacked rep {rep + 1}: {p}" for p in check_good_calls(attacked)]
-            values, lost = _latency(attacked)
-            attack_lat += values
-            attack_lost += lost
-            all_results += sequential
-            bad_storm = [r for r in storm if not r.ok]
-            if rep == 0:
-                rows.append(_table(sequential))
-            rows.append(f"storm rep {rep + 1}: {len(storm)} hostile peers at once, "
-                        f"{len(storm) - len(bad_storm)} got the documented answer, server "
-                        f"{'alive' if all(r.survived for r in storm) else 'DEAD'}")
-            problems += [f"storm: {r.case.name}: expected {r.case.expect}, got {r.got}"
-                         for r in bad_storm]
-
-    def stats(values: list[float]) -> str:
-        if not values:
-            return "-"
-        ordered = sorted(values)
-        p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-        return f"p50 {statistics.median(values):6.2f} ms  p99 {p99:6.2f} ms  n={len(values)}"
+            # Alternate the order so a drift of the machine's load hits both alike.
+            for condition in (("quiet", "attack") if rep % 2 == 0 else ("attack", "quiet")):
+                print(f"[rep {rep + 1}/{reps}] good calls, {condition} ...", file=sys.stderr,
+                      flush=True)
+                calls = asyncio.ensure_future(_good_calls_elsewhere(base, call_seconds))
+                if condition == "quiet":
+                    runs = await calls
+                    quiet.add(runs)
+                    problems += [f"quiet rep {rep + 1}: {p}" for p in _json_problems(runs)]
+                    continue
+                await asyncio.sleep(1.5)  # the good calls are streaming
+                sequential = await run_corpus(target)
+                storm = await run_corpus(target, CASES, together=True)
+                runs = await calls
+                attacked.add(runs)
+                problems += [f"attacked rep {rep + 1}: {p}" for p in _json_problems(runs)]
+                all_results += sequential
+                bad_storm = [r for r in storm if not r.ok]
+                if rep == 0:
+                    rows.append(_table(sequential))
+                rows.append(f"storm rep {rep + 1}: {len(storm)} hostile peers at once, "
+                            f"{len(storm) - len(bad_storm)} got the documented answer, server "
+                            f"{'alive' if all(r.survived for r in storm) else 'DEAD'}")
+                problems += [f"storm: {r.case.name}: expected {r.case.expect}, got {r.got}"
+                             for r in bad_storm]
 
     rows.append("")
-    rows.append("good calls (6 per run: 2 per provider, signed dial-in, echo bot):")
-    rows.append(f"  quiet         {stats(quiet_lat)}  lost {quiet_lost:.0f} ms")
-    rows.append(f"  under attack  {stats(attack_lat)}  lost {attack_lost:.0f} ms")
-    if quiet_lat and attack_lat:
-        ratio = statistics.median(attack_lat) / statistics.median(quiet_lat)
-        rows.append(f"  median latency under attack / quiet: {ratio:.3f}")
+    rows.append("good calls (2 per provider per run, signed dial-in, echo bot, from their own "
+                "processes; medians over providers and repetitions):")
+    rows.append(quiet.row("quiet"))
+    rows.append(attacked.row("under attack"))
+    if quiet.p50 and attacked.p50:
+        ratio = statistics.median(attacked.p50) / max(1e-9, statistics.median(quiet.p50))
+        rows.append(f"  median latency under attack / quiet: {ratio:.2f}")
     return all_results, rows, problems
 
 
