@@ -403,7 +403,7 @@ async def run_concurrent(
 class SoakSettings:
     """How much to run and what to accept."""
 
-    warmup: int = 1000
+    warmup: int = 2000
     sequential: int = 10_000
     concurrent: int = 10_000
     batch: int = 200
@@ -431,10 +431,12 @@ async def soak(settings: SoakSettings, log_dir: Path,
                 result.failed += failed
                 result.problems += problems
             if calls > sequential:
+                trace: list[tuple[int, int]] = []
                 failed, lost, problems = await run_concurrent(
-                    server, calls - sequential, batch, trace=result.rss_trace,
+                    server, calls - sequential, batch, trace=trace,
                     latencies=result.latencies_ms, call_seconds=settings.call_seconds,
                     probe=settings.probe, partial=result.partial_lost_ms)
+                result.rss_trace += [(sequential + n, kb) for n, kb in trace]
                 result.failed += failed
                 result.lost_ms += lost
                 result.problems += problems
@@ -450,11 +452,11 @@ async def soak(settings: SoakSettings, log_dir: Path,
         warm = await phase("warm-up", settings.warmup, w_seq,
                            min(settings.batch, max(1, settings.warmup - w_seq)))
         baseline = warm.state
-        # Raw RSS is what the verdict judges; RSS after malloc_trim (read once the raw
-        # figure is taken) tells memory in use from free memory the allocator keeps.
-        baseline["in_use_kb"] = await server.in_use_kb()
         await phase("sequential", settings.sequential, settings.sequential, 1)
         await phase(f"concurrent x{settings.batch}", settings.concurrent, 0, settings.batch)
+        # Raw RSS is what the verdict judges. Then (never earlier: it would lower every
+        # later figure) RSS after malloc_trim: memory in use, without the free memory
+        # the C allocator keeps for reuse.
         phases[-1].state["in_use_kb"] = await server.in_use_kb()
         warnings = server.warnings()
     verdict = judge(phases, baseline, warnings, settings.max_rss_growth_mb)
@@ -522,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m bench soak [--sequential N] [--concurrent N] [--batch B] ...``."""
     parser = argparse.ArgumentParser(prog="python -m bench soak", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=2000)
     parser.add_argument("--sequential", type=int, default=10_000)
     parser.add_argument("--concurrent", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=200)
@@ -546,10 +548,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{total} calls on one server process in {time.monotonic() - started:.0f} s; "
           f"baseline after warm-up: RSS {baseline['rss_kb'] / 1024:.1f} MB, "
           f"{baseline['tasks']} tasks, {baseline['fds']} fds")
-    if "in_use_kb" in baseline and "in_use_kb" in final:
-        print(f"memory in use (RSS after malloc_trim): {baseline['in_use_kb'] / 1024:.1f} MB "
-              f"after warm-up, {final['in_use_kb'] / 1024:.1f} MB at the end "
-              f"({(final['in_use_kb'] - baseline['in_use_kb']) / 1024:+.1f} MB)")
+    if "in_use_kb" in final:
+        print(f"at the end: RSS {final['rss_kb'] / 1024:.1f} MB, of which in use "
+              f"{final['in_use_kb'] / 1024:.1f} MB (RSS after malloc_trim; the rest is free "
+              "memory the C allocator keeps for reuse)")
     partial = sum(p.partial for p in phases)
     if partial:
         print(f"{partial} calls heard a probe tone up to {LOST_FRAME_MS:g} ms short (no frame "
