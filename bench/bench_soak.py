@@ -12,6 +12,11 @@ route reporting its asyncio tasks, open file descriptors, RSS and live objects),
    (:func:`mediastream.caller.run_calls`: real-time 20 ms pacing, 1.0-1.5 s each, probe
    tones whose echo is matched, so a lost frame shows), the three providers mixed.
 
+Then **SIGTERM** to ``mediastream serve --bot echo`` during ``--drain-calls`` (100) live
+calls, twice: with a 30 s drain every call must complete with nothing lost, with a 0.5 s
+drain every call must get 1001 after hearing every frame the server counted out for it
+(what the bot had already said); both times the process must exit 0.
+
 After each phase it waits until the server is idle and reads its state. Pass criteria:
 RSS growth after the warm-up at most ``--max-rss-growth`` (10 MB), tasks and file
 descriptors back to their idle baseline, no live media connection, no WARNING or ERROR
@@ -33,6 +38,8 @@ import gc
 import json
 import os
 import random
+import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -520,6 +527,125 @@ def table(phases: list[PhaseResult], baseline: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------ SIGTERM drain
+
+_CALL_ENDED = re.compile(
+    r"\[call (?P<call>[^\]]+)\] call ended: (?P<outcome>\S+) \(close (?P<code>\S+) .*"
+    r"frames in (?P<fin>\d+) out (?P<fout>\d+)"
+)
+
+
+@dataclass
+class DrainResult:
+    """SIGTERM to ``mediastream serve`` while ``calls`` calls are live."""
+
+    drain_timeout: float
+    calls: int
+    completed: int = 0
+    closed_1001: int = 0
+    delivered: int = 0
+    lost_ms: float = 0.0
+    exit_code: int | None = None
+    exit_s: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+
+async def run_drain(calls: int, drain_timeout: float, seconds: float = 4.0) -> DrainResult:
+    """Start ``mediastream serve --bot echo``, place ``calls`` calls, SIGTERM it mid-call.
+
+    With a drain longer than the calls they must all complete, nothing lost; with a
+    short one each must get 1001 after receiving every frame the server counted out
+    for it (what the bot had said). Either way the process must exit 0.
+    """
+    result = DrainResult(drain_timeout, calls)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MEDIASTREAM_", "TWILIO_", "TELNYX_", "PLIVO_"))}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mediastream", "serve", "--bot", "echo", "--host", "127.0.0.1",
+        "--port", "0", "--drain-timeout", str(drain_timeout), "--max-calls", str(calls + 10),
+        cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    lines: list[str] = []
+    assert process.stderr is not None
+    stderr = process.stderr
+
+    async def read() -> None:
+        while line := await stderr.readline():
+            lines.append(line.decode(errors="replace"))
+
+    reader = asyncio.ensure_future(read())
+    try:
+        async with asyncio.timeout(30):
+            while not any("listening on" in line for line in lines):
+                await asyncio.sleep(0.05)
+        port = int(next(line for line in lines if "listening on" in line)
+                   .split("127.0.0.1:")[1].split()[0])
+        shares = [calls // 3 + (1 if k < calls % 3 else 0) for k in range(3)]
+        runs = asyncio.gather(*(
+            run_calls(f"ws://127.0.0.1:{port}/ws/{p}", provider=p, calls=n, seconds=seconds,
+                      ramp=0.5, probe=SHORT_PROBE, codec=_CALL_FORMATS[p].encoding,
+                      rate=_CALL_FORMATS[p].sample_rate)
+            for p, n in zip(PROVIDERS, shares, strict=True) if n
+        ))
+        async with asyncio.timeout(60):
+            while sum("call started" in line for line in lines) < calls:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # mid-call, audio flowing both ways
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        reports: list[RunReport] = await runs
+        result.exit_code = await asyncio.wait_for(process.wait(), 60)
+        result.exit_s = time.monotonic() - signalled
+        await reader
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        reader.cancel()
+    ends = {m["call"]: m for m in map(_CALL_ENDED.search, lines) if m}
+    for report in reports:
+        for c in report.calls:
+            end = ends.get(c.call_id)
+            result.lost_ms += c.lost_ms or 0.0
+            if end is None:
+                result.problems.append(f"{c.call_id}: no 'call ended' line")
+                continue
+            if c.end == "completed":
+                result.completed += 1
+                if c.probes_returned != c.probes or (c.lost_ms or 0) >= LOST_FRAME_MS:
+                    result.problems.append(f"{c.call_id}: {c.probes_returned}/{c.probes} "
+                                           f"probes, lost {c.lost_ms} ms")
+            elif c.close_code == 1001:
+                result.closed_1001 += 1
+                if c.frames_received == int(end["fout"]):
+                    result.delivered += 1
+                else:
+                    result.problems.append(f"{c.call_id}: heard {c.frames_received} frames "
+                                           f"of {end['fout']} sent")
+            else:
+                result.problems.append(f"{c.call_id}: ended {c.end} {c.close_code}")
+    if result.exit_code != 0:
+        result.problems.append(f"exit code {result.exit_code}")
+    if any(" ERROR " in line or "Traceback" in line for line in lines):
+        result.problems.append("ERROR lines in the server log")
+    return result
+
+
+def drain_table(results: list[DrainResult]) -> str:
+    """One row per drain run."""
+    header = (f"{'SIGTERM drain':<16} {'calls':>5} {'completed':>9} {'1001':>5} "
+              f"{'all audio heard':>15} {'lost ms':>7} {'exit':>4} {'exit after s':>12}")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        heard = f"{r.delivered}/{r.closed_1001}" if r.closed_1001 else "-"
+        lines.append(f"{'drain ' + format(r.drain_timeout, 'g') + ' s':<16} {r.calls:>5} "
+                     f"{r.completed:>9} {r.closed_1001:>5} {heard:>15} {r.lost_ms:>7.0f} "
+                     f"{r.exit_code!s:>4} {r.exit_s:>12.1f}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m bench soak [--sequential N] [--concurrent N] [--batch B] ...``."""
     parser = argparse.ArgumentParser(prog="python -m bench soak", description=__doc__,
@@ -530,6 +656,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--max-rss-growth", type=float, default=10.0, help="MB")
     parser.add_argument("--keep-log", metavar="PATH", help="copy the server log here")
+    parser.add_argument("--drain-calls", type=int, default=100,
+                        help="live calls when SIGTERM arrives (0: skip the drain runs)")
     args = parser.parse_args(list(argv or []))
     settings = SoakSettings(args.warmup, args.sequential, args.concurrent, args.batch,
                             args.max_rss_growth)
@@ -542,7 +670,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         phases, baseline, verdict = asyncio.run(soak(settings, Path(tmp), say))
         if args.keep_log:
             Path(args.keep_log).write_bytes((Path(tmp) / "soak-server.log").read_bytes())
+    drains: list[DrainResult] = []
+    if args.drain_calls:
+        for timeout in (30.0, 0.5):
+            say(f"SIGTERM during {args.drain_calls} live calls, drain timeout {timeout:g} s")
+            drains.append(asyncio.run(run_drain(args.drain_calls, timeout)))
     print(table(phases, baseline))
+    if drains:
+        print()
+        print(drain_table(drains))
+        for d in drains:
+            verdict += [f"drain {d.drain_timeout:g} s: {p}" for p in d.problems[:5]]
     total = sum(p.calls for p in phases)
     final = phases[-1].state
     print(f"\n{total} calls on one server process in {time.monotonic() - started:.0f} s; "
