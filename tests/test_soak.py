@@ -40,10 +40,17 @@ async def test_a_short_soak_leaves_nothing_behind(tmp_path: Path) -> None:
     assert final["tasks"] == baseline["tasks"] and final["fds"] == baseline["fds"]
 
 
+_CALL_OBJECTS = (MediaConnection, LiveCall, CallSession)
+
+
 @pytest.mark.asyncio
 async def test_no_call_object_outlives_its_call() -> None:
     # The housekeeping tick once kept the last connection it looked at (with its
     # session, resamplers and socket) alive in a loop variable while the server idled.
+    # Only objects made during this test count: earlier tests in the same process may
+    # keep theirs on purpose (a bot that ignores cancellation is abandoned, by design).
+    gc.collect()
+    before = {id(o) for o in gc.get_objects() if isinstance(o, _CALL_OBJECTS)}
     async with running_server(echo_bot, idle_media_timeout=0.2) as server:
         base = f"ws://127.0.0.1:{server.port}/ws"
         for provider in ("twilio", "telnyx", "plivo"):
@@ -53,5 +60,5 @@ async def test_no_call_object_outlives_its_call() -> None:
         await asyncio.sleep(0.2)  # a few ticks of the idle server
         gc.collect()
         alive = [o for o in gc.get_objects()
-                 if isinstance(o, MediaConnection | LiveCall | CallSession)]
+                 if isinstance(o, _CALL_OBJECTS) and id(o) not in before]
     assert alive == []
