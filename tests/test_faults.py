@@ -54,14 +54,18 @@ async def _good_calls(port: int, seconds: float = 2.0, calls: int = 1) -> dict[s
 
 
 class Raises:
-    """Raises once the first audio arrived (or CancelledError of its own)."""
+    """Raises once the first audio arrived (or CancelledError of its own).
 
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
+    A fresh exception each time: one instance raised again and again would keep every
+    call it went through alive in its ``__traceback__`` (and pytest keeps parameters).
+    """
+
+    def __init__(self, kind: type[BaseException]) -> None:
+        self.kind = kind
 
     async def __call__(self, call: Call) -> None:
         await call.receive()
-        raise self.exc
+        raise self.kind("boom")
 
 
 class Hangs:
@@ -117,12 +121,12 @@ class Floods:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
-    "exc", [RuntimeError("boom"), asyncio.CancelledError()], ids=["raises", "cancelled"]
+    "kind", [RuntimeError, asyncio.CancelledError], ids=["raises", "cancelled"]
 )
 async def test_a_bot_that_raises_ends_only_its_own_call(
-    exc: BaseException, caplog: pytest.LogCaptureFixture
+    kind: type[BaseException], caplog: pytest.LogCaptureFixture
 ) -> None:
-    registry = AgentRegistry(echo_bot, {"bad": Raises(exc)})
+    registry = AgentRegistry(echo_bot, {"bad": Raises(kind)})
     async with running_server(registry) as server:
         good = asyncio.ensure_future(_good_calls(server.port))
         codes = []
