@@ -261,3 +261,12 @@ def test_a_clear_drops_the_partial_frame_and_restarts_the_resampler() -> None:
     drive(session, fake, actions, until=2.0)
     after = b"".join(c.payload for t, c in fake.received if isinstance(c, SendAudio) and t >= 0.5)
     assert after == _spurt_on_wire(b, 24000)  # nothing of ``a`` leaks into the next utterance
+
+
+def test_config_defaults_match_the_session_defaults() -> None:
+    """Config repeats the session's defaults (config must not import numpy); keep them equal."""
+    from mediastream.config import Config
+    from mediastream.session.ledger import DEFAULT_MARK_GRACE
+
+    assert Config().idle_flush == DEFAULT_IDLE_FLUSH
+    assert Config().mark_grace == DEFAULT_MARK_GRACE
