@@ -49,6 +49,7 @@ import websockets
 from aiohttp import web
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench.harness import LOST_FRAME_MS
 from mediastream.caller import ProbeConfig, RunReport, run_calls
 from mediastream.caller.answer import StreamTarget, fetch_answer, webhook_form
 from mediastream.caller.dialects import CallerDialect, dialect_for, new_identity
@@ -872,7 +873,11 @@ async def good_calls(
 
 
 def check_good_calls(reports: dict[str, RunReport]) -> list[str]:
-    """What went wrong with the good calls (empty: every call complete, nothing lost)."""
+    """What went wrong with the good calls (empty: every call complete, no frame lost).
+
+    A tone short by less than :data:`bench.harness.LOST_FRAME_MS` is no lost frame (see
+    there), the same rule the soak applies.
+    """
     problems: list[str] = []
     for provider, report in reports.items():
         for c in report.calls:
@@ -881,7 +886,7 @@ def check_good_calls(reports: dict[str, RunReport]) -> list[str]:
                 problems.append(f"{where}: ended {c.end} {c.close_code} {c.failure or ''}")
             elif c.probes == 0 or c.probes_returned != c.probes:
                 problems.append(f"{where}: {c.probes_returned}/{c.probes} probes returned")
-            elif c.lost_ms != 0:
+            elif (c.lost_ms or 0) >= LOST_FRAME_MS:
                 problems.append(f"{where}: lost {c.lost_ms} ms")
             if c.protocol_errors:
                 problems.append(f"{where}: {c.protocol_error_samples}")

@@ -55,6 +55,7 @@ import aiohttp
 import websockets
 from websockets.asyncio.client import connect
 
+from bench.harness import LOST_FRAME_MS
 from mediastream.caller import ProbeConfig, RunReport, run_calls
 from mediastream.caller.dialects import dialect_for, new_identity
 from mediastream.protocols.events import MediaFormat, ProviderName
@@ -69,11 +70,6 @@ LEAN_FRAMES = 4
 #: Probe pattern for 1.0-1.5 s calls: 100 ms tones every 400 ms after 100 ms, and 400 ms
 #: at the end to hear the last one back.
 SHORT_PROBE = ProbeConfig(tone_ms=100, period_ms=400, lead_ms=100, tail_ms=400)
-#: A call fails when this much probe tone (ms) did not come back: a lost 20 ms frame
-#: inside a tone costs at least this. Less is counted apart: under CPU starvation the
-#: outbound encoder flushes (pads) mid-tone after 100 ms without bot audio, and the
-#: resampler's restart leaves a few samples under the detection threshold.
-LOST_FRAME_MS = 10.0
 #: Call lengths of the concurrent phase (seconds, uniform per wave), and each wave's ramp.
 #: 200 calls of ~1.25 s ask for ~160 call set-ups a second, about what one server
 #: process sustains next to a Python load generator on a 2-core machine; shorter calls
@@ -693,7 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     partial = sum(p.partial for p in phases)
     if partial:
         print(f"{partial} calls heard a probe tone up to {LOST_FRAME_MS:g} ms short (no frame "
-              "lost; see LOST_FRAME_MS in bench/bench_soak.py)")
+              "lost; see LOST_FRAME_MS in bench/harness.py)")
     print("verdict: " + ("PASS" if not verdict else "FAIL\n  " + "\n  ".join(verdict)))
     return 0 if not verdict else 1
 
