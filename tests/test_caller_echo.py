@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import time
 import wave
 from pathlib import Path
 
@@ -133,6 +134,33 @@ async def test_audio_that_comes_back_late_is_an_underrun_not_a_loss() -> None:
     assert call.lost_ms == 0, call.lost_ms
     assert call.underruns >= 1 and call.underrun_ms >= 230, (call.underruns, call.underrun_ms)
     assert min(call.queue_ms[2:]) >= 200, call.queue_ms
+
+
+@pytest.mark.asyncio
+async def test_a_generator_that_falls_behind_still_hears_what_arrived_before_hang_up() -> None:
+    # A starved load generator: every turn of the loop costs 30 ms, so the 20 ms ticker
+    # falls further behind all call long while the echoes keep arriving. Playout runs on
+    # the ticker's due times; at hang-up the ticks a punctual clock would have played by
+    # then must still be played, or the echo that arrived in time is counted as lost.
+    async def starve() -> None:
+        while True:
+            time.sleep(0.030)
+            await asyncio.sleep(0)
+
+    probe = ProbeConfig(tone_ms=100, period_ms=300, lead_ms=100, tail_ms=400)
+    async with EchoServer(0.0) as srv:
+        hog = asyncio.ensure_future(starve())
+        try:
+            report = await asyncio.wait_for(run_calls(
+                srv.url("twilio"), provider="twilio", seconds=2.0, probe=probe), scaled(20))
+        finally:
+            hog.cancel()
+    (call,) = report.calls
+    assert call.end == "completed", call.failure
+    # Really behind: by the end the ticker sent frames later than the whole tail.
+    assert call.send_lag_ms.max() > 400, call.send_lag_ms.max()
+    assert call.probes >= 3 and call.probes_returned == call.probes, call
+    assert call.lost_ms == 0, call.lost_ms
 
 
 @pytest.mark.asyncio

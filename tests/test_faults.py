@@ -450,7 +450,7 @@ async def test_the_caller_counts_messages_that_arrive_with_the_close_frame() -> 
     async with server:
         port = server.sockets[0].getsockname()[1]
         report = await asyncio.wait_for(run_calls(
-            f"ws://127.0.0.1:{port}/ws/twilio", provider="twilio", seconds=1.0,
+            f"ws://127.0.0.1:{port}/ws/twilio", provider="twilio", seconds=2.0,
             probe=GOOD_PROBE), scaled(10))
     (call,) = report.calls
     assert (call.end, call.close_code) == ("server_closed", 1001)

@@ -160,6 +160,8 @@ class SimulatedCall:
         self.aborted = False
         self.half_open_at: float | None = None
         self.listen_end = float("inf")
+        #: Due time of the last tick played (none yet: nothing to catch up).
+        self._last_due = float("inf")
         self._held: bytes | None = None
         self._last_release = 0.0
         self._events: dict[int, list[str]] = {}
@@ -339,8 +341,25 @@ class SimulatedCall:
                     self.report.dtmf_sent += digit
         for name in self.playout.advance(due):
             self._acknowledge(name)
+        self._last_due = due
         if self.j >= len(plan.frames) and now >= self._hang_up_after(plan):
             self._hang_up()
+
+    def _catch_up_playout(self, now: float, *, acknowledge: bool) -> None:
+        """Play the ticks a punctual clock would have played by ``now``.
+
+        The playout runs on the ticker's due times so the load generator's lateness never
+        shifts it; when the call stops ticking while the ticker is behind, the ticks due
+        by then have not run, and audio that had arrived in time would be missing from
+        what the caller heard (an overloaded generator's artifact, not the server's loss).
+        """
+        due = self._last_due + FRAME_MS / 1000
+        while due <= now:
+            for name in self.playout.advance(due):
+                if acknowledge:
+                    self._acknowledge(name)
+            self._last_due = due
+            due += FRAME_MS / 1000
 
     def _hang_up_after(self, plan: SendPlan) -> float:
         # Listen for the plan's tail after the last probe really went out: a generator
@@ -414,6 +433,7 @@ class SimulatedCall:
             return
         self.hung_up = True
         now = time.monotonic()
+        self._catch_up_playout(now, acknowledge=True)
         # The last tick's frame covers 20 ms after it: the caller listened that long.
         self.listen_end = now + FRAME_MS / 1000
         closing: list[bytes] = []
@@ -485,7 +505,9 @@ class SimulatedCall:
         r.close_reason = reason
         if not self.hung_up:
             self.listen_end = min(self.listen_end, now)
-            self.ticker.remove(self)
+            if self.ticker.remove(self):
+                # No acknowledgements: nothing may follow the server's close frame.
+                self._catch_up_playout(self.listen_end, acknowledge=False)
 
     def on_connection_lost(self, now: float) -> None:
         """TCP is gone: the call is over."""

@@ -38,10 +38,15 @@ class Ticker:
         self._members[id(member)] = member
         self._snapshot = tuple(self._members.values())
 
-    def remove(self, member: Member) -> None:
-        """Stop ticking ``member`` (safe to call from inside its own tick)."""
-        if self._members.pop(id(member), None) is not None:
-            self._snapshot = tuple(self._members.values())
+    def remove(self, member: Member) -> bool:
+        """Stop ticking ``member`` (safe to call from inside its own tick).
+
+        Returns whether it was ticking.
+        """
+        if self._members.pop(id(member), None) is None:
+            return False
+        self._snapshot = tuple(self._members.values())
+        return True
 
     def __len__(self) -> int:
         return len(self._members)
