@@ -50,10 +50,11 @@ async def test_known_delays_are_measured_within_2_ms_for_every_provider() -> Non
         assert not call.handshake_failed and call.end == "completed", (provider, call.failure)
         assert call.probes == 5 and call.probes_returned == 5, (provider, delay)
         # Against what the server really did: the simulator's figure is the server's hold
-        # time plus the two loopback trips, well under 1 ms.
+        # time plus the two loopback trips and a turn of the (shared) event loop: about
+        # 0.5 ms idle, up to ~1.2 ms measured after the Pipecat tests in one pytest run.
         excess = [lat - hold for lat, hold in zip(call.latencies_ms, held[provider, delay],
                                                   strict=True)]
-        assert 0.0 <= statistics.median(excess) <= scaled(1.0), (provider, delay, excess)
+        assert 0.0 <= statistics.median(excess) <= scaled(2.0), (provider, delay, excess)
         # And against D: never early, at most 2 ms late (loopback, plus the event loop's
         # 1 ms timer resolution), plus however late the fixture's own timer fired on a
         # busy machine (that is the fixture's error, not the simulator's).

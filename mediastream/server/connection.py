@@ -31,11 +31,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from mediastream.agents import UnknownAgentError
@@ -65,6 +64,7 @@ from mediastream.session import CallSession
 
 from .live import LiveCall
 from .log import CallLogger
+from .media_socket import MediaSocket
 from .metrics import StatsSync
 from .routes import MediaRoute
 
@@ -84,7 +84,8 @@ HANGUP_TIMEOUT_S = 5.0
 _FLUSH_HORIZON_S = 3600.0
 #: Max bytes of a close reason (RFC 6455 §5.5: control frame payload <= 125 bytes).
 _MAX_REASON = 123
-#: The reader yields to the event loop after every 32 messages (a power of two, minus 1).
+#: The reader yields to the event loop after every 32 messages it takes from recv()
+#: (a power of two, minus 1; media_socket.DIRECT_BATCH is the direct path's batch).
 _YIELD_EVERY_MASK = 31
 
 
@@ -136,7 +137,7 @@ class MediaConnection:
     def __init__(
         self,
         server: MediaStreamServer,
-        ws: ServerConnection,
+        ws: MediaSocket,
         route: MediaRoute,
         query: str,
         headers: Mapping[str, str],
@@ -159,6 +160,10 @@ class MediaConnection:
         #: (code or None when the socket is already gone, reason, outcome)
         self._close: tuple[int | None, str, str] | None = None
         self._wake: asyncio.Future[None] | None = None
+        #: When the sleeping writer's timer fires (``None``: no timer, or not sleeping).
+        self._wake_at: float | None = None
+        #: Set while live: the writer's job, done synchronously when the bot sends audio.
+        self._pump: Callable[[], None] | None = None
         self._urgent: list[str] = []
         self._flush_on_close = False
         self._hangup_started = False
@@ -202,6 +207,8 @@ class MediaConnection:
         """End the call (first caller wins): record how, tell the bot, stop the tasks."""
         if self._close is None:
             self._close = (code, _reason(reason), outcome)
+        self._ws.direct = None
+        self._pump = None
         if not self._flush_on_close:
             # Shutdown ends the session only after the flush (it drops unsent audio).
             self._end_session()
@@ -267,7 +274,7 @@ class MediaConnection:
         try:
             async with asyncio.timeout(config.first_message_timeout):
                 while True:
-                    message = await self._ws.recv()
+                    message = await self._ws.receive()
                     self.last_rx = self._loop.time()
                     events = receiver.receive(message)
                     for index, event in enumerate(events):
@@ -383,51 +390,70 @@ class MediaConnection:
     async def _read(
         self, protocol: MediaStreamProtocol, session: CallSession, call: LiveCall
     ) -> None:
-        recv = self._ws.recv
+        """Handle every message: straight from ``data_received`` once this starts (see
+        :mod:`.media_socket`), through ``recv()`` for whatever cannot take that path."""
         receive = protocol.receive
         feed = session.receive_event
         clock = self._loop.time
         perf = time.perf_counter
         observe = self._server.metrics.frame_seconds.observe
         push = call.push
-        sleep = asyncio.sleep
+
+        def handle(message: str | bytes) -> None:
+            started = perf()
+            now = clock()
+            self.last_rx = now
+            for event in receive(message):
+                kind = type(event)
+                if kind is AudioReceived:
+                    out = feed(event, now)
+                    if out:
+                        push(out)
+                    continue
+                if kind is StreamStopped:
+                    self.log.info("provider stopped the stream")
+                    self.finish(1000, "stream stopped", "stopped")
+                    return
+                # DTMF, marks, notices; the session logs provider error reports.
+                out = feed(event, now)
+                if out:
+                    push(out)
+                if kind is MarkPlayed or kind is AudioCleared:
+                    self.sync_clear()
+                    if call.waiting_for_playout:
+                        call.check_played()
+            observe(perf() - started)
+
+        def handle_now(message: str) -> None:
+            # Called from data_received: every error ends this call here, none escapes.
+            if self.done:
+                return
+            try:
+                handle(message)
+            except Exception as exc:
+                self._fail(exc)
+
+        ws = self._ws
+        ws.direct = handle_now
         count = 0
         try:
-            while True:
-                message = await recv()
+            while not self.done:
+                message = await ws.receive()
                 count += 1
                 if not count & _YIELD_EVERY_MASK:
                     # recv() returns queued messages without yielding: a peer flooding
                     # us would hold the loop (and every other call) for as long as its
                     # backlog lasts. Let the others run between batches.
-                    await sleep(0)
-                started = perf()
-                now = clock()
-                self.last_rx = now
-                for event in receive(message):
-                    kind = type(event)
-                    if kind is AudioReceived:
-                        out = feed(event, now)
-                        if out:
-                            push(out)
-                        continue
-                    if kind is StreamStopped:
-                        self.log.info("provider stopped the stream")
-                        self.finish(1000, "stream stopped", "stopped")
-                        return
-                    # DTMF, marks, notices; the session logs provider error reports.
-                    out = feed(event, now)
-                    if out:
-                        push(out)
-                    if kind is MarkPlayed or kind is AudioCleared:
-                        self.sync_clear()
-                        if call.waiting_for_playout:
-                            call.check_played()
-                observe(perf() - started)
+                    await asyncio.sleep(0)
+                    if self.done:
+                        break
+                handle(message)
         except ConnectionClosed as exc:
             self._on_closed(exc)
         except RemoteProtocolError as exc:
             self._fail(exc)
+        finally:
+            ws.direct = None
 
     async def _write(
         self, protocol: MediaStreamProtocol, session: CallSession, call: LiveCall
@@ -435,25 +461,52 @@ class MediaConnection:
         poll = session.poll
         encode = protocol.send
         clock = self._loop.time
+        ws = self._ws
+        send_now = ws.send_texts
+
+        def pump() -> None:
+            # The writer's step, run synchronously when the bot queues audio while the
+            # writer sleeps: the frame due now leaves with no task wake-up.
+            commands, events = poll(clock())
+            if commands:
+                messages: list[str] = []
+                for command in commands:
+                    messages += encode(command)
+                if not send_now(messages):
+                    self._urgent += messages  # in order, ahead of anything sent later
+            if events:
+                call.push(events)
+            if call.waiting_for_playout:
+                call.check_played()
+
         try:
+            self._pump = pump
             while True:
                 if self._urgent:
                     urgent, self._urgent = self._urgent, []
-                    await self._send(urgent)
+                    if not send_now(urgent):
+                        await self._send(urgent)
                 commands, events = poll(clock())
                 if commands:
                     messages: list[str] = []
                     for command in commands:
                         messages += encode(command)
-                    await self._send(messages)
+                    if not send_now(messages):
+                        await self._send(messages)
                 if events:
                     call.push(events)
                 if call.waiting_for_playout:
                     call.check_played()
-                if not self._urgent:
+                if ws.paused:
+                    # A synchronous send left the transport over its write limit: wait
+                    # for the peer to read it, under send_timeout like any send.
+                    await self._drained()
+                elif not self._urgent:
                     await self._sleep_until(session.next_deadline())
         except ConnectionClosed as exc:
             self._on_closed(exc)
+        finally:
+            self._pump = None
 
     async def _run_bot(self, runner: BotRunner, call: LiveCall, session: CallSession) -> None:
         try:
@@ -486,16 +539,44 @@ class MediaConnection:
     # ------------------------------------------------------------------ CallLink
 
     def wake_writer(self) -> None:
-        """New bot audio or a new waiter: let the writer poll the session now."""
+        """New bot audio or a new waiter: do the writer's step now.
+
+        While the writer sleeps, its step runs right here (no task wake-up per frame);
+        the writer itself is woken only if that step leaves something it must do sooner
+        than its timer, or if a send could not complete without waiting.
+        """
         wake = self._wake
-        if wake is not None and not wake.done():
+        if wake is None or wake.done():
+            return  # the writer is running: it polls the session before it sleeps again
+        pump = self._pump
+        if pump is None or self._urgent:
+            wake.set_result(None)
+            return
+        pump()
+        if self._urgent or self._ws.paused:
+            wake.set_result(None)
+            return
+        session = self._session
+        deadline = session.next_deadline() if session is not None else None
+        if deadline is not None and (self._wake_at is None or deadline < self._wake_at):
             wake.set_result(None)
 
     def send_now(self, messages: list[str]) -> None:
         """Send encoded messages ahead of paced audio (clear, DTMF)."""
-        if messages and not self.done:
-            self._urgent += messages
-            self.wake_writer()
+        if not messages or self.done:
+            return
+        wake = self._wake
+        if (
+            not self._urgent
+            and wake is not None
+            and not wake.done()
+            and self._ws.send_texts(messages)
+        ):
+            if self._ws.paused:
+                wake.set_result(None)  # the writer waits for the peer to read it
+            return
+        self._urgent += messages
+        self.wake_writer()
 
     async def hangup(self, reason: str) -> None:
         """End the call: provider REST hang-up when configured, then close with 1000."""
@@ -526,13 +607,22 @@ class MediaConnection:
     async def _sleep_until(self, deadline: float | None) -> None:
         wake = self._loop.create_future()
         self._wake = wake
+        self._wake_at = deadline
         handle = None if deadline is None else self._loop.call_at(deadline, _wake_up, wake)
         try:
             await wake
         finally:
             self._wake = None
+            self._wake_at = None
             if handle is not None:
                 handle.cancel()
+
+    async def _drained(self) -> None:
+        self.sending_since = self._loop.time()
+        try:
+            await self._ws.drain()
+        finally:
+            self.sending_since = None
 
     async def _send(self, messages: list[str]) -> None:
         # ws.send() only yields when the transport is over its write limit; the server's

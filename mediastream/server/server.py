@@ -65,8 +65,9 @@ from . import control
 from .connection import MediaConnection
 from .demux import HandOver, HeadDemux, RequestHead
 from .http import mount, mount_media_fallback
+from .media_socket import MAX_QUEUE, WRITE_LIMIT, MediaSocket
 from .metrics import ServerMetrics
-from .routes import MediaRoute, is_media_prefix, parse_media_path
+from .routes import is_media_prefix, parse_media_path
 
 __all__ = ["MediaStreamServer", "registry_from_config", "serve", "tls_context"]
 
@@ -93,39 +94,11 @@ class _PeerErrorFilter(logging.Filter):
 
 _http_logger.addFilter(_PeerErrorFilter())
 
-#: Frames websockets buffers per connection before it stops reading the socket.
-_MAX_QUEUE = 32
-#: Write buffer high-water mark per connection (websockets' default): ~3 s of μ-law.
-_WRITE_LIMIT = 32 * 1024
-#: Unread bytes we let pile up for a peer before cutting it off. Our own sends wait for
-#: the buffer to fall below _WRITE_LIMIT, so only websockets' automatic replies (pongs,
-#: close frames) to a peer that keeps sending but never reads can get this far: a ping
-#: flood would otherwise grow the buffer by megabytes a second.
-_MAX_WRITE_BUFFER = 16 * _WRITE_LIMIT
 #: Idle HTTP keep-alive connections are closed after this long.
 _HTTP_KEEPALIVE_S = 75.0
 #: In-flight HTTP requests get this long to finish at shutdown.
 _HTTP_SHUTDOWN_S = 5.0
 _SERVER_HEADER = "mediastream"
-
-
-class _MediaSocket(ServerConnection):
-    """A websockets connection that remembers where its upgrade request was going, and
-    cuts off a peer that keeps sending while it reads none of our replies."""
-
-    route: MediaRoute | None = None
-    query: str = ""
-    #: Set when the connection was aborted for _MAX_WRITE_BUFFER (MediaConnection logs it).
-    overflowed: bool = False
-    #: Bytes that followed the request head before our response (see _to_websocket).
-    early: bytes = b""
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        # ``paused``: the transport is over its high-water mark (flow control).
-        if self.paused and self.transport.get_write_buffer_size() > _MAX_WRITE_BUFFER:
-            self.overflowed = True
-            self.transport.abort()
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
@@ -387,7 +360,7 @@ class MediaStreamServer:
     def _to_websocket(self, transport: asyncio.Transport, data: bytes) -> None:
         assert self._ws_server is not None
         protocol = ServerProtocol(max_size=self.config.max_message_size, logger=_ws_logger)
-        connection = _MediaSocket(
+        connection = MediaSocket(
             protocol,
             self._ws_server,
             # Providers' JSON protocols define no ping and whether they answer ours is
@@ -395,8 +368,8 @@ class MediaStreamServer:
             ping_interval=None,
             ping_timeout=None,
             close_timeout=self.config.send_timeout,
-            max_queue=_MAX_QUEUE,
-            write_limit=_WRITE_LIMIT,
+            max_queue=MAX_QUEUE,
+            write_limit=WRITE_LIMIT,
         )
         transport.set_protocol(connection)
         connection.connection_made(transport)  # starts _ws_handler
@@ -438,7 +411,7 @@ class MediaStreamServer:
         except AuthenticationError as exc:
             logger.warning("media upgrade to %s refused: %s", path, exc)
             return self._reject(connection, http.HTTPStatus.FORBIDDEN, "forbidden")
-        assert isinstance(connection, _MediaSocket)
+        assert isinstance(connection, MediaSocket)
         connection.route = route
         connection.query = query
         return None
@@ -458,7 +431,7 @@ class MediaStreamServer:
                 # Rejected (404/403/503): the response is written; let it flush, then go.
                 connection.transport.close()
                 return
-            assert isinstance(connection, _MediaSocket) and connection.route is not None
+            assert isinstance(connection, MediaSocket) and connection.route is not None
             connection.transport.resume_reading()
             if connection.early:
                 early, connection.early = connection.early, b""
