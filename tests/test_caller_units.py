@@ -361,3 +361,42 @@ def test_speech_utterances_and_response_time() -> None:
     m = measure(plan, send_times, len(plan.frames), heard, rate, 0.0, float("inf"), [], [],
                 Playout(rate=rate, t_ref=0.0).arrival_times)
     assert m.latencies_ms == pytest.approx([250.0, 250.0], abs=0.5)
+
+
+@pytest.mark.asyncio
+async def test_the_ticker_spreads_calls_over_phases_and_keeps_each_on_its_20_ms_clock() -> None:
+    import asyncio
+
+    from mediastream.caller.ticker import PHASES, Ticker
+
+    class Member:
+        def __init__(self) -> None:
+            self.dues: list[float] = []
+
+        def tick(self, k: int, due: float) -> None:
+            self.dues.append(due)
+
+    ticker = Ticker()
+    members = [Member() for _ in range(2 * PHASES)]
+    for m in members:
+        ticker.add(m)
+    ticker.add(members[0])  # joining twice changes nothing
+    assert len(ticker) == 2 * PHASES
+    ticker.start()
+    try:
+        while min(len(m.dues) for m in members) < 6:
+            await asyncio.sleep(0.01)
+        leaving = members[-1]
+        assert ticker.remove(leaving) and not ticker.remove(leaving)
+        seen = len(leaving.dues)
+        await asyncio.sleep(0.05)
+    finally:
+        await ticker.stop()
+    assert len(leaving.dues) == seen  # no tick after it left
+    for m in members:  # each on its own drift-free 20 ms clock, none skipped
+        steps = np.diff(m.dues)
+        assert np.allclose(steps, 0.02, atol=1e-9), steps
+    # Two calls in each phase, the phases 4 ms apart.
+    t0 = min(m.dues[0] for m in members)
+    offsets = sorted(round(((m.dues[0] - t0) % 0.02) * 1000, 6) for m in members)
+    assert offsets == [p * 20 / PHASES for p in range(PHASES) for _ in range(2)]

@@ -85,10 +85,10 @@ _LEARN_ATTEMPTS = 8
 
 #: A learnt template with the stream's constants the fast path checks against it:
 #: (fullmatch, then the indices in ``Match.groups()`` of the sequence number, track,
-#: chunk, timestamp and payload, then max message chars, max payload base64 chars,
-#: inbound is L16, inbound format).
+#: chunk, timestamp, payload and stream id, then max message chars, max payload base64
+#: chars, inbound is L16, inbound format, the stream id).
 _Template: TypeAlias = tuple[
-    MediaMatcher, int, int, int, int, int, int, int, bool, MediaFormat
+    MediaMatcher, int, int, int, int, int, int, int, int, bool, MediaFormat, str
 ]
 
 
@@ -268,14 +268,14 @@ class MediaStreamProtocol(ABC):
             # The fast path (see _fastmedia.py): a template match (it holds the stream
             # id) whose sizes, base64 and L16 byte count all pass is exactly what the
             # full parse would accept; anything else falls through to it, errors too.
-            (fullmatch, seq_i, track_i, chunk_i, time_i, payload_i,
-             max_chars, max_b64, l16, fmt) = template
+            (fullmatch, seq_i, track_i, chunk_i, time_i, payload_i, stream_i,
+             max_chars, max_b64, l16, fmt, stream_id) = template
             match = fullmatch(message)
             if match is not None and len(message) <= max_chars:
                 # groups() and indexing cost half of group(*indices)
                 values = match.groups()
                 payload = values[payload_i]
-                if len(payload) <= max_b64:
+                if len(payload) <= max_b64 and values[stream_i] == stream_id:
                     try:
                         audio = a2b_base64(payload, strict_mode=True)
                     except ValueError:
@@ -345,6 +345,7 @@ class MediaStreamProtocol(ABC):
                 self._max_payload_b64,
                 self._in_l16,
                 self._in_format,
+                self._stream_id,
             )
 
     def _dispatch(self, event: Any, data: dict[str, Any]) -> list[Event]:
