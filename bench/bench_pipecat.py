@@ -18,8 +18,9 @@ The reference is :mod:`bench.pipecat_server` (FastAPI + uvicorn, the Twilio guid
 ours is :mod:`bench.mediastream_server` with ``bot.echo``. Both run
 :func:`bot.echo.build_worker` at 16 kHz: only the transport differs. ``--plain`` adds
 mediastream's built-in echo (no Pipecat) to show what the Pipecat pipeline itself costs;
-``--gc-freeze`` adds mediastream with ``gc.freeze()`` after start-up (a full collection of
-Pipecat's object graph otherwise pauses every call for tens of milliseconds).
+mediastream runs as ``mediastream serve`` does, with ``gc.freeze()`` after start-up;
+``--unfrozen`` adds it without (a full collection of Pipecat's object graph then pauses
+every call for tens of milliseconds).
 
 Capacity is the largest level a stack still meets a criterion at, levels being climbed
 until it misses twice in a row: the target (audible p99 <= 60 ms, nothing lost) and,
@@ -78,7 +79,7 @@ class Stack:
         return self.misses < 2
 
 
-def _stacks(plain: bool, freeze: bool) -> list[Stack]:
+def _stacks(plain: bool, unfrozen: bool) -> list[Stack]:
     stacks = [
         Stack("pipecat", ["-m", "bench.pipecat_server", "--port", "{port}"], "/ws"),
         Stack("mediastream", ["-m", "bench.mediastream_server", "--port", "{port}",
@@ -87,9 +88,10 @@ def _stacks(plain: bool, freeze: bool) -> list[Stack]:
     if plain:
         stacks.append(Stack("ms-plain", ["-m", "bench.mediastream_server", "--port", "{port}",
                                          "--bot", "echo"], "/ws/twilio"))
-    if freeze:
-        stacks.append(Stack("ms-frozen", ["-m", "bench.mediastream_server", "--port", "{port}",
-                                          "--bot", "bot.echo", "--gc-freeze"], "/ws/twilio"))
+    if unfrozen:
+        stacks.append(Stack("ms-unfrozen", ["-m", "bench.mediastream_server", "--port",
+                                            "{port}", "--bot", "bot.echo", "--no-gc-freeze"],
+                            "/ws/twilio"))
     return stacks
 
 
@@ -229,8 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--client-core", type=int)
     parser.add_argument("--plain", action="store_true",
                         help="also run mediastream's built-in echo (no Pipecat)")
-    parser.add_argument("--gc-freeze", action="store_true",
-                        help="also run mediastream with gc.freeze() after loading the bot")
+    parser.add_argument("--unfrozen", action="store_true",
+                        help="also run mediastream without serve()'s gc.freeze()")
     parser.add_argument("--quick", action="store_true", help="1 and 10 calls, one repetition")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
@@ -239,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     levels = sorted({1, *(int(x) for x in args.levels.split(",") if x.strip())})
     args.server_core, args.client_core = pin_cores(args.server_core, args.client_core)
 
-    stacks = _stacks(args.plain, args.gc_freeze)
+    stacks = _stacks(args.plain, args.unfrozen)
     start = time.monotonic()
     try:
         for stack in stacks:

@@ -2,7 +2,8 @@
 
 The same server ``mediastream serve --bot bot.echo`` runs, embedded so that its logging
 (stdlib and Pipecat's loguru) is set exactly like the reference server's
-(:mod:`bench.pipecat_server`): equal log volume on both sides of the comparison.
+(:mod:`bench.pipecat_server`): equal log volume on both sides of the comparison. Like
+``serve()`` it calls ``gc.freeze()`` once the bot is loaded (``--no-gc-freeze``: not).
 
     python -m bench.mediastream_server --port 8767 --bot bot.echo
 """
@@ -54,13 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bot", default="bot.echo")
     parser.add_argument("--max-calls", type=int, default=2000)
     parser.add_argument("--log-level", default="WARNING")
-    parser.add_argument("--gc-freeze", action="store_true",
-                        help="gc.freeze() once the bot is loaded (an experiment, not a default)")
+    parser.add_argument("--no-gc-freeze", action="store_true",
+                        help="skip the gc.freeze() that mediastream serve does once the bot "
+                             "is loaded")
     args = parser.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level=args.log_level)
     logging.basicConfig(level=args.log_level, stream=sys.stderr)
-    asyncio.run(_serve(args.host, args.port, args.bot, args.max_calls, args.gc_freeze))
+    asyncio.run(_serve(args.host, args.port, args.bot, args.max_calls, not args.no_gc_freeze))
     return 0
 
 

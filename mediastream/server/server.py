@@ -550,7 +550,7 @@ async def serve(
     # serve() owns the process: everything loaded by now (the bots, Pipecat's large object
     # graph) leaves the cyclic collector's view, so a full collection scans only what
     # calls allocate. With Pipecat loaded a full collection cost 65-84 ms of CPU, a pause
-    # every live call hears (python -m bench pipecat --gc-freeze: p99 at 50 calls 50 ms
+    # every live call hears (python -m bench pipecat --unfrozen: p99 at 50 calls 50 ms
     # instead of 120 ms). Embedders running MediaStreamServer themselves decide for
     # their own process.
     gc.freeze()
