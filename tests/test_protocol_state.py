@@ -164,7 +164,7 @@ def test_a_stray_exception_becomes_invalid_message(
     """The boundary holds even if a handler has a bug (here: a KeyError)."""
     protocol = _started(provider)
 
-    def broken(data: dict[str, Any]) -> list[Any]:
+    def broken(self: Any, data: dict[str, Any]) -> list[Any]:
         raise KeyError("boom")
 
     monkeypatch.setitem(protocol._handlers, "dtmf", (protocol._handlers["dtmf"][0], broken))

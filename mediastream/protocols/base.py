@@ -217,9 +217,12 @@ class MediaStreamProtocol(ABC):
         )
         self._max_payload_ms = max_payload_ms
         self._max_message_chars = max_message_chars
-        self._handlers: dict[str, tuple[Input, Callable[[dict[str, Any]], list[Event]]]] = {
-            name: (kind, getattr(self, method)) for name, (kind, method) in self.EVENTS.items()
-        }
+        # The class's functions, not bound methods: those would make every protocol
+        # object a reference cycle, left to the cyclic collector when its call ends.
+        cls = type(self)
+        self._handlers: dict[
+            str, tuple[Input, Callable[[MediaStreamProtocol, dict[str, Any]], list[Event]]]
+        ] = {name: (kind, getattr(cls, method)) for name, (kind, method) in self.EVENTS.items()}
         # Set at start: inbound format, payload bound, and the outbound media template.
         self._in_format: MediaFormat = self.DEFAULT_FORMAT
         self._in_l16 = False
@@ -367,7 +370,7 @@ class MediaStreamProtocol(ABC):
             )
             events: list[Event] = [UnknownEventReceived(event, data)]
         else:
-            events = entry[1](data)
+            events = entry[1](self, data)
         self._state = new_state
         return events
 

@@ -204,6 +204,24 @@ class MediaConnection:
             self._fail(_unwrap(exc))
         finally:
             await self._teardown()
+            self._release_references()
+
+    def _release_references(self) -> None:
+        """Drop the links that make a finished call one reference cycle (connection <->
+        call <-> session, tasks and closures), so reference counting frees it at once.
+
+        Otherwise every call leaves ~100 objects (and its buffers) for the cyclic
+        collector, and the full collections that garbage triggers pause every live
+        call -- 30-100 ms measured at 200 calls, each pause a permanent 20 ms step in
+        the audible latency of the calls it hits.
+        """
+        self._call = None
+        self._session = None
+        self._protocol = None
+        self._stats = None
+        self._bot = None
+        self._pump = None
+        self._wake = None
 
     def finish(self, code: int | None, reason: str, outcome: str) -> None:
         """End the call (first caller wins): record how, tell the bot, stop the tasks."""
