@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import signal
 import socket
@@ -23,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -222,7 +224,30 @@ async def run_level(server: ServerProcess, url: str, *, calls: int, seconds: flo
     steady part of the run (everyone connected, nobody hung up yet)."""
     from mediastream.caller import run_calls
 
-    task = asyncio.create_task(run_calls(url, provider=provider,  # type: ignore[arg-type]
+    # The generator must not pause: a full collection scanning everything this process
+    # has kept (earlier levels' reports) stalls every simulated call, and a stall is
+    # heard as latency for the rest of each call. What exists now leaves the collector's
+    # view for the run (gen_quiet); only what the run allocates is scanned.
+    with gen_quiet():
+        return await _run_level(server, url, calls=calls, seconds=seconds, ramp=ramp,
+                                provider=provider, run_calls=run_calls, **kwargs)
+
+
+@contextlib.contextmanager
+def gen_quiet() -> Iterator[None]:
+    """Collect, then ``gc.freeze()`` for the duration; unfreeze and collect after."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.collect()
+
+
+async def _run_level(server: ServerProcess, url: str, *, calls: int, seconds: float,
+                     ramp: float, provider: str, run_calls: Any, **kwargs: Any) -> LevelResult:
+    task = asyncio.create_task(run_calls(url, provider=provider,
                                          calls=calls, seconds=seconds, ramp=ramp, **kwargs))
     settle = ramp + 0.5
     window = seconds - 1.0
