@@ -10,9 +10,13 @@ Life of a connection::
 * The **reader** feeds every message to the sans-I/O protocol and the session and
   queues the resulting bot events. It never waits on the bot, so the provider's socket
   is read continuously (protocols.md §5.7: a slow reader makes Twilio drop audio).
-* The **writer** sleeps until ``session.next_deadline()`` or until the bot queued
-  audio (one future plus one timer handle per wake-up, no task), then sends what the
-  pacer released.
+  Once the call is live its work runs straight from ``data_received``
+  (:mod:`.media_socket`); its task only takes what must go through ``recv()``.
+* The **writer** sleeps until ``session.next_deadline()`` (one future plus one timer
+  handle per wake-up), then sends what the pacer released. When the bot queues audio
+  while it sleeps, its step runs right there in the bot's call (``wake_writer``), so
+  the frame due now leaves with no task wake-up; the task itself wakes for timers and
+  for sends that must wait for the peer.
 * The **bot** runs as a task. If it raises, only this call ends (1011, no internals in
   the reason); if it returns, the call ends once the caller heard the rest (1000). Once
   the call is over it gets ``bot_exit_timeout`` to return, is then cancelled, and is
@@ -511,17 +515,7 @@ class MediaConnection:
                     urgent, self._urgent = self._urgent, []
                     if not send_now(urgent):
                         await self._send(urgent)
-                commands, events = poll(clock())
-                if commands:
-                    messages: list[str] = []
-                    for command in commands:
-                        messages += encode(command)
-                    if not send_now(messages):
-                        await self._send(messages)
-                if events:
-                    call.push(events)
-                if call.waiting_for_playout:
-                    call.check_played()
+                pump()  # what could not be sent now is in _urgent: sent above, next turn
                 if ws.paused:
                     # A synchronous send left the transport over its write limit: wait
                     # for the peer to read it, under send_timeout like any send.
