@@ -882,18 +882,25 @@ def check_good_calls(reports: dict[str, RunReport]) -> list[str]:
     A tone short by less than :data:`bench.harness.LOST_FRAME_MS` is no lost frame (see
     there), the same rule the soak applies.
     """
+    return _problems({
+        provider: [c.to_dict() for c in report.calls] for provider, report in reports.items()
+    })
+
+
+def _problems(calls: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The one judgement of good calls, in-process reports and JSON ones alike."""
     problems: list[str] = []
-    for provider, report in reports.items():
-        for c in report.calls:
-            where = f"{provider} call {c.index} ({c.call_id})"
-            if c.handshake_failed or c.end != "completed":
-                problems.append(f"{where}: ended {c.end} {c.close_code} {c.failure or ''}")
-            elif c.probes == 0 or c.probes_returned != c.probes:
-                problems.append(f"{where}: {c.probes_returned}/{c.probes} probes returned")
-            elif (c.lost_ms or 0) >= LOST_FRAME_MS:
-                problems.append(f"{where}: lost {c.lost_ms} ms")
-            if c.protocol_errors:
-                problems.append(f"{where}: {c.protocol_error_samples}")
+    for provider, per_call in calls.items():
+        for c in per_call:
+            where = f"{provider} call {c['index']} ({c['call_id']})"
+            if c["end"] != "completed":
+                problems.append(f"{where}: ended {c['end']} {c['close_code']} {c['failure']}")
+            elif not c["probes"] or c["probes_returned"] != c["probes"]:
+                problems.append(f"{where}: {c['probes_returned']}/{c['probes']} probes returned")
+            elif (c["lost_ms"] or 0) >= LOST_FRAME_MS:
+                problems.append(f"{where}: lost {c['lost_ms']} ms")
+            if c["protocol_errors"]:
+                problems.append(f"{where}: {c['protocol_error_samples']}")
     return problems
 
 
@@ -969,19 +976,7 @@ async def _good_calls_elsewhere(base: str, seconds: float) -> dict[str, dict[str
 
 
 def _json_problems(runs: dict[str, dict[str, Any]]) -> list[str]:
-    problems: list[str] = []
-    for provider, run in runs.items():
-        for c in run["per_call"]:
-            where = f"{provider} call {c['index']} ({c['call_id']})"
-            if c["end"] != "completed":
-                problems.append(f"{where}: ended {c['end']} {c['close_code']} {c['failure']}")
-            elif not c["probes"] or c["probes_returned"] != c["probes"]:
-                problems.append(f"{where}: {c['probes_returned']}/{c['probes']} probes back")
-            elif c["lost_ms"]:
-                problems.append(f"{where}: lost {c['lost_ms']} ms")
-            if c["protocol_errors"]:
-                problems.append(f"{where}: {c['protocol_error_samples']}")
-    return problems
+    return _problems({provider: run["per_call"] for provider, run in runs.items()})
 
 
 @dataclass
