@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 import wave
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _util_timing import scaled as scaled  # re-exported for the tests
 
 from mediastream.call import (
     Call,
@@ -30,15 +30,6 @@ from mediastream.call import (
 from mediastream.protocols.events import PCMU_8K, CallInfo
 
 ASSETS = Path(__file__).resolve().parent.parent / "bot" / "assets"
-
-
-def scaled(seconds: float) -> float:
-    """A timeout scaled by MEDIASTREAM_TEST_TIMEOUT_SCALE (see tests/conftest.py)."""
-    try:
-        scale = max(0.1, float(os.environ.get("MEDIASTREAM_TEST_TIMEOUT_SCALE", "1")))
-    except ValueError:
-        scale = 1.0
-    return seconds * scale
 
 
 def tone(freq: float, seconds: float, rate: int, level: float = 0.3) -> bytes:

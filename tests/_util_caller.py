@@ -15,24 +15,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from _util_timing import scaled as scaled  # re-exported for the tests
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
-
-
-def scaled(seconds: float) -> float:
-    """A timeout scaled by MEDIASTREAM_TEST_TIMEOUT_SCALE (see tests/conftest.py)."""
-    try:
-        scale = max(0.1, float(os.environ.get("MEDIASTREAM_TEST_TIMEOUT_SCALE", "1")))
-    except ValueError:
-        scale = 1.0
-    return seconds * scale
-
 
 Script = Callable[["Connection"], Awaitable[None]]
 

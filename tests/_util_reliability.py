@@ -24,18 +24,11 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from _util_timing import scaled as scaled  # re-exported for the tests
+
 from mediastream.server import MediaStreamServer
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def scaled(seconds: float) -> float:
-    """A timeout scaled by MEDIASTREAM_TEST_TIMEOUT_SCALE (see tests/conftest.py)."""
-    try:
-        scale = max(0.1, float(os.environ.get("MEDIASTREAM_TEST_TIMEOUT_SCALE", "1")))
-    except ValueError:
-        scale = 1.0
-    return seconds * scale
 
 
 async def settled(server: MediaStreamServer, timeout: float = 5.0) -> None:

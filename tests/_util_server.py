@@ -13,7 +13,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import websockets
+from _util_timing import scaled as scaled  # re-exported for the tests
 from websockets.asyncio.client import ClientConnection, connect
 
 from mediastream.call import Call, CallEvent, InboundAudio
@@ -28,15 +28,6 @@ from mediastream.config import Config
 from mediastream.server import MediaStreamServer
 
 PROVIDERS = ("twilio", "telnyx", "plivo")
-
-
-def scaled(seconds: float) -> float:
-    """A timeout scaled by MEDIASTREAM_TEST_TIMEOUT_SCALE (see tests/conftest.py)."""
-    try:
-        scale = max(0.1, float(os.environ.get("MEDIASTREAM_TEST_TIMEOUT_SCALE", "1")))
-    except ValueError:
-        scale = 1.0
-    return seconds * scale
 
 
 def server_config(**changes: Any) -> Config:
