@@ -222,15 +222,13 @@ async def run_level(server: ServerProcess, url: str, *, calls: int, seconds: flo
                     ramp: float, provider: str = "twilio", **kwargs: Any) -> LevelResult:
     """Run ``calls`` simulated calls against ``url`` and sample the server's CPU over the
     steady part of the run (everyone connected, nobody hung up yet)."""
-    from mediastream.caller import run_calls
-
     # The generator must not pause: a full collection scanning everything this process
     # has kept (earlier levels' reports) stalls every simulated call, and a stall is
     # heard as latency for the rest of each call. What exists now leaves the collector's
     # view for the run (gen_quiet); only what the run allocates is scanned.
     with gen_quiet():
         return await _run_level(server, url, calls=calls, seconds=seconds, ramp=ramp,
-                                provider=provider, run_calls=run_calls, **kwargs)
+                                provider=provider, **kwargs)
 
 
 @contextlib.contextmanager
@@ -246,8 +244,10 @@ def gen_quiet() -> Iterator[None]:
 
 
 async def _run_level(server: ServerProcess, url: str, *, calls: int, seconds: float,
-                     ramp: float, provider: str, run_calls: Any, **kwargs: Any) -> LevelResult:
-    task = asyncio.create_task(run_calls(url, provider=provider,
+                     ramp: float, provider: str, **kwargs: Any) -> LevelResult:
+    from mediastream.caller import run_calls
+
+    task = asyncio.create_task(run_calls(url, provider=provider,  # type: ignore[arg-type]
                                          calls=calls, seconds=seconds, ramp=ramp, **kwargs))
     settle = ramp + 0.5
     window = seconds - 1.0

@@ -224,8 +224,6 @@ class MediaConnection:
         self._protocol = None
         self._stats = None
         self._bot = None
-        self._pump = None
-        self._wake = None
 
     def finish(self, code: int | None, reason: str, outcome: str) -> None:
         """End the call (first caller wins): record how, tell the bot, stop the tasks."""
