@@ -231,6 +231,10 @@ async def run_level(server: ServerProcess, url: str, *, calls: int, seconds: flo
                                 provider=provider, **kwargs)
 
 
+_END_MARGIN_S = 0.25  # the CPU window closes this long before the first call ends
+_MIN_WINDOW_S = 1.0  # shorter steady states give no CPU figure
+
+
 @contextlib.contextmanager
 def gen_quiet() -> Iterator[None]:
     """Collect, then ``gc.freeze()`` for the duration; unfreeze and collect after."""
@@ -249,13 +253,17 @@ async def _run_level(server: ServerProcess, url: str, *, calls: int, seconds: fl
 
     task = asyncio.create_task(run_calls(url, provider=provider,  # type: ignore[arg-type]
                                          calls=calls, seconds=seconds, ramp=ramp, **kwargs))
+    # CPU over the steady state only: every call connected (the ramp plus half a second)
+    # and none ended yet (the first call ends ``seconds`` after it started). Call set-up
+    # and tear-down cost differs between stacks; counting a varying share of them would
+    # make the figure depend on --seconds and --ramp.
     settle = ramp + 0.5
-    window = seconds - 1.0
+    window = seconds - _END_MARGIN_S - settle
     cpu = gen_cpu = None
-    if window > 0.5:
+    if window >= _MIN_WINDOW_S:
         await asyncio.sleep(settle)
         c0, g0, t0 = server.cpu_seconds(), time.process_time(), time.monotonic()
-        await asyncio.sleep(window - 0.5)
+        await asyncio.sleep(window)
         c1, g1, t1 = server.cpu_seconds(), time.process_time(), time.monotonic()
         if not task.done():
             cpu = (c1 - c0) / (t1 - t0)
