@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -88,8 +89,12 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
+#: Every repetition's result, per (stack, calls): the CPU ratios pair runs of one round.
+RepRuns = dict[tuple[str, int], list[LevelResult]]
+
+
 async def _bench(stacks: list[Stack], levels: list[int], args: argparse.Namespace,
-                 deadline: float) -> dict[str, list[LevelResult]]:
+                 deadline: float, rep_runs: RepRuns) -> dict[str, list[LevelResult]]:
     """All servers up at once; each repetition of a level runs every stack back to back,
     so the machine's background load (it is shared) falls on all of them alike."""
     servers = [ServerProcess(stack.name, stack.argv, core=args.server_core) for stack in stacks]
@@ -111,6 +116,7 @@ async def _bench(stacks: list[Stack], levels: list[int], args: argparse.Namespac
                         server, url, calls=calls, seconds=args.seconds,
                         ramp=min(2.0, 0.02 * calls)))
             for name, runs in reps.items():
+                rep_runs[name, calls] = runs
                 result = median_levels(runs)
                 by_stack[name].append(result)
                 log(f"  {name:7} {calls:4d} calls: p50 {fmt(result.audible_p50)} "
@@ -123,17 +129,25 @@ async def _bench(stacks: list[Stack], levels: list[int], args: argparse.Namespac
     return by_stack
 
 
-def _ratios(by_stack: dict[str, list[LevelResult]]) -> list[str]:
+def _ratios(by_stack: dict[str, list[LevelResult]], rep_runs: RepRuns) -> list[str]:
+    """Per stack and level: CPU against the floor's, as the median over repetitions of
+    the ratio within each round (the stacks of one round run back to back, so a change
+    in the shared machine's speed between rounds cancels out), with its range."""
     lines = []
     floor = {r.calls: r for r in by_stack.get("floor", [])}
     for name in ("ms-8k", "ms-16k"):
         for r in by_stack.get(name, []):
             ref = floor.get(r.calls)
-            if (ref is None or not ref.cpu or r.cpu is None or r.audible_p50 is None
-                    or ref.audible_p50 is None):
+            if ref is None or r.audible_p50 is None or ref.audible_p50 is None:
                 continue
-            lines.append(f"{name} at {r.calls:4d} calls: CPU {r.cpu / ref.cpu:4.1f}x the floor's, "
-                         f"audible p50 {r.audible_p50 - ref.audible_p50:+5.1f} ms vs the floor")
+            pairs = zip(rep_runs.get((name, r.calls), []), rep_runs.get(("floor", r.calls), []),
+                        strict=False)
+            ratios = sorted(a.cpu / b.cpu for a, b in pairs if a.cpu and b.cpu)
+            if not ratios:
+                continue
+            lines.append(f"{name} at {r.calls:4d} calls: CPU {statistics.median(ratios):4.2f}x "
+                         f"the floor's (per round {ratios[0]:.2f}-{ratios[-1]:.2f}), audible "
+                         f"p50 {r.audible_p50 - ref.audible_p50:+5.1f} ms vs the floor")
     return lines
 
 
@@ -159,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.monotonic()
     log(f"{', '.join(s.name for s in stacks)}: levels {levels}, "
         f"{args.seconds:g} s calls x {args.reps}, interleaved")
-    by_stack = asyncio.run(_bench(stacks, levels, args, start + args.budget))
+    rep_runs: RepRuns = {}
+    by_stack = asyncio.run(_bench(stacks, levels, args, start + args.budget, rep_runs))
     print(f"\nEcho through the server vs a bare websockets echo, Twilio μ-law callers "
           f"({args.seconds:g} s calls, median of {args.reps}; server on core "
           f"{args.server_core}, callers on core {args.client_core}). p50/p99 = audible "
@@ -167,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"server's one core; lag99 = load generator send lag p99\n")
     print_table(*level_table(by_stack, COLUMNS))
     print()
-    for line in _ratios(by_stack):
+    for line in _ratios(by_stack, rep_runs):
         print(line)
     print(f"(wall time {time.monotonic() - start:.0f} s)")
     if args.json:
