@@ -26,6 +26,7 @@ __all__ = [
     "Call",
     "CallEnded",
     "CallEvent",
+    "CallListener",
     "DtmfPressed",
     "InboundAudio",
     "PlayoutStarted",
@@ -103,6 +104,25 @@ class Call(ABC):
             yield event
 
     @abstractmethod
+    def set_listener(self, listener: CallListener | None) -> None:
+        """Hand events to ``listener`` as they happen instead of queueing them.
+
+        From this call on, every event (events already queued first, in order, then
+        each new one as the server produces it, :class:`CallEnded` last) is passed to
+        ``listener(event)`` synchronously, and :meth:`receive` returns nothing but the
+        final :class:`CallEnded`: ``await call.receive()`` then waits for the end of the
+        call. ``None`` goes back to queueing.
+
+        This is the lowest-latency, lowest-cost way to consume a call: no task wake-up
+        per 20 ms frame (the built-in echo uses it). The listener runs inside the
+        server's I/O callbacks, so it must return quickly and never block; it may call
+        the synchronous methods (:meth:`send_audio`, :meth:`end_utterance`,
+        :meth:`clear`, :meth:`send_dtmf`) and schedule anything slower as a task. An
+        exception it raises ends the call as a bot error (close code 1011), as a bot
+        that raises does.
+        """
+
+    @abstractmethod
     def send_audio(self, pcm: bytes, sample_rate: int) -> None:
         """Queue bot audio (int16 LE mono, any chunk size) for paced playout. Never blocks."""
 
@@ -142,3 +162,5 @@ class Call(ABC):
 
 #: A bot: run for the duration of one call.
 BotRunner: TypeAlias = Callable[[Call], Awaitable[None]]
+#: A synchronous event consumer: see :meth:`Call.set_listener`.
+CallListener: TypeAlias = Callable[[CallEvent], None]

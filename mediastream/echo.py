@@ -5,17 +5,26 @@ API (no Pipecat), so a call through it measures the server's own floor: provider
 decode and resample to the bot rate, resample and encode back, paced playout out. Each
 20 ms frame goes back as it arrives; gap-filled frames (silence the session synthesised
 for lost packets) go back too, so the returned stream keeps the caller's timing.
+
+It consumes the call through :meth:`~mediastream.call.Call.set_listener`: each frame is
+sent back from the server's read callback, with no task wake-up per frame. A bot that
+needs to await things per frame iterates the call instead (``async for event in call``).
 """
 
 from __future__ import annotations
 
-from .call import Call, InboundAudio
+from .call import Call, CallEvent, InboundAudio
 
 __all__ = ["echo_bot"]
 
 
 async def echo_bot(call: Call) -> None:
     """Send every inbound audio frame straight back until the call ends."""
-    async for event in call:
+    send = call.send_audio
+
+    def on_event(event: CallEvent) -> None:
         if type(event) is InboundAudio:
-            call.send_audio(event.pcm, event.sample_rate)
+            send(event.pcm, event.sample_rate)
+
+    call.set_listener(on_event)
+    await call.receive()  # nothing but the final CallEnded while a listener is set

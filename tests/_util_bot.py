@@ -22,6 +22,7 @@ from mediastream.call import (
     Call,
     CallEnded,
     CallEvent,
+    CallListener,
     DtmfPressed,
     InboundAudio,
     PlayoutStarted,
@@ -91,22 +92,31 @@ class MemoryCall(Call):
         self._utterance_start = 0.0
         self._played_cond = asyncio.Event()
         self._played_cond.set()
+        self._listener: CallListener | None = None
+
+    def _put(self, event: CallEvent) -> None:
+        # As LiveCall: to the listener if one is set (CallEnded also stays for receive()).
+        if self._listener is not None:
+            self._listener(event)
+            if type(event) is not CallEnded:
+                return
+        self._events.put_nowait(event)
 
     # ---------------------------------------------------------------- caller side
 
     def feed(self, pcm: bytes) -> None:
         for chunk in frames_of(pcm, self.sample_rate):
-            self._events.put_nowait(InboundAudio(chunk, self.sample_rate))
+            self._put(InboundAudio(chunk, self.sample_rate))
 
     async def feed_realtime(self, pcm: bytes) -> None:
         """Feed 20 ms frames at real-time pace, as a provider does."""
         start = time.monotonic()
         for i, chunk in enumerate(frames_of(pcm, self.sample_rate)):
-            self._events.put_nowait(InboundAudio(chunk, self.sample_rate))
+            self._put(InboundAudio(chunk, self.sample_rate))
             await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - time.monotonic()))
 
     def press(self, digit: str) -> None:
-        self._events.put_nowait(DtmfPressed(digit))
+        self._put(DtmfPressed(digit))
 
     def end(self, reason: str = "stop") -> None:
         self._finish(reason)
@@ -121,6 +131,15 @@ class MemoryCall(Call):
             return self._ended
         return await self._events.get()
 
+    def set_listener(self, listener: CallListener | None) -> None:
+        self._listener = listener
+        while listener is not None and not self._events.empty():
+            event = self._events.get_nowait()
+            listener(event)
+            if type(event) is CallEnded:
+                self._events.put_nowait(event)
+                break
+
     def send_audio(self, pcm: bytes, sample_rate: int) -> None:
         assert isinstance(pcm, bytes | bytearray | memoryview), type(pcm)
         assert len(pcm) % 2 == 0
@@ -133,7 +152,7 @@ class MemoryCall(Call):
         if not self._speaking:
             self._speaking = True
             self._utterance_start = now
-            self._events.put_nowait(PlayoutStarted())
+            self._put(PlayoutStarted())
         self._arm()
 
     def _arm(self) -> None:
@@ -146,7 +165,7 @@ class MemoryCall(Call):
         self._stop_timer = None
         if self._speaking:
             self._speaking = False
-            self._events.put_nowait(PlayoutStopped(time.monotonic() - self._utterance_start))
+            self._put(PlayoutStopped(time.monotonic() - self._utterance_start))
         self._played_cond.set()
 
     def end_utterance(self) -> None:
@@ -160,7 +179,7 @@ class MemoryCall(Call):
         self._play_until = 0.0
         if self._speaking:
             self._speaking = False
-            self._events.put_nowait(
+            self._put(
                 PlayoutStopped(time.monotonic() - self._utterance_start, cut=True))
         self._played_cond.set()
 
@@ -186,7 +205,7 @@ class MemoryCall(Call):
             if self._stop_timer is not None:
                 self._stop_timer.cancel()
             self._played_cond.set()
-            self._events.put_nowait(self._ended)
+            self._put(self._ended)
 
     @property
     def bot_speaking(self) -> bool:

@@ -619,6 +619,12 @@ class MediaConnection:
             )
         self._fail(BotError("bot queued too much audio"), log=False)
 
+    def on_listener_error(self, exc: Exception) -> None:
+        """The bot's event listener raised: end the call as a bot error (1011)."""
+        if self._close is None:
+            self.log.error("bot failed (its event listener raised); ending the call", exc_info=exc)
+        self._fail(BotError("bot failed"), log=False)
+
     # ------------------------------------------------------------------ helpers
 
     async def _sleep_until(self, deadline: float | None) -> None:

@@ -12,6 +12,10 @@ the call -- are kept. Only a queue with no audio left to drop gives up its oldes
 key: no caller presses hundreds of keys, but a hostile peer can send thousands of
 ``dtmf`` messages a second. A bot that keeps up never loses a frame.
 
+A bot that sets a listener (:meth:`LiveCall.set_listener`) gets each event handed to it
+synchronously instead, from the reader or writer that produced it: no queue, no bound, no
+task wake-up.
+
 Bot audio is bounded too (``max_audio_s`` of it queued ahead of playout): ``send_audio``
 never blocks, so a bot that produces audio faster than real time without end would grow
 the pacer's queue without end. Past the bound the call ends as a bot error (1011).
@@ -24,7 +28,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
-from mediastream.call import Call, CallEnded, CallEvent, DtmfPressed, InboundAudio
+from mediastream.call import Call, CallEnded, CallEvent, CallListener, DtmfPressed, InboundAudio
 from mediastream.protocols.events import CallInfo, SendDtmf
 
 from .log import CallLogger
@@ -49,6 +53,8 @@ class CallLink(Protocol):
 
     def on_bot_audio_overflow(self, queued_s: float, limit_s: float) -> None: ...
 
+    def on_listener_error(self, exc: Exception) -> None: ...
+
 
 class LiveCall(Call):
     """One call as the bot sees it; created by the server once ``start`` arrived."""
@@ -57,8 +63,10 @@ class LiveCall(Call):
         "_audio_queued",
         "_dropped",
         "_end",
+        "_end_told",
         "_events",
         "_link",
+        "_listener",
         "_log",
         "_loop",
         "_max_audio_s",
@@ -100,17 +108,31 @@ class LiveCall(Call):
         self._end: CallEnded | None = None
         self._played_waiters: list[asyncio.Future[bool]] = []
         self._dropped = 0
+        self._listener: CallListener | None = None
+        #: The listener has been handed CallEnded (it gets nothing after that).
+        self._end_told = False
 
     # ---------------------------------------------------------------- server side
 
     def push(self, events: Iterable[CallEvent]) -> None:
-        """Queue events for the bot (called by the connection's reader and writer)."""
+        """Hand events to the bot (called by the connection's reader and writer): to its
+        listener when it set one, else into the queue :meth:`receive` reads."""
         queue = self._events
         for event in events:
             if type(event) is CallEnded:
-                # Delivered after everything queued before it, then forever after.
+                # Delivered after everything before it, then forever after.
                 if self._end is None:
                     self._end = event
+                continue
+            listener = self._listener
+            if listener is not None:
+                if self._end_told:
+                    continue
+                try:
+                    listener(event)
+                except Exception as exc:
+                    self._listener_failed(exc)
+                    return
                 continue
             if len(queue) >= self._max_events and not (
                 self._audio_queued and self._drop_oldest(InboundAudio)
@@ -120,9 +142,26 @@ class LiveCall(Call):
             if type(event) is InboundAudio:
                 self._audio_queued += 1
             queue.append(event)
+        end = self._end
+        if end is not None:
+            listener = self._listener
+            if listener is not None and not self._end_told:
+                self._end_told = True
+                # It gets nothing more: let go of it (it usually holds this call).
+                self._listener = None
+                try:
+                    listener(end)
+                except Exception as exc:
+                    self._listener_failed(exc)
+        elif not queue:
+            return  # nothing for receive(): its waiter sleeps on (listener mode)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _listener_failed(self, exc: Exception) -> None:
+        self._listener = None  # it gets nothing more; the call ends as a bot error
+        self._link.on_listener_error(exc)
 
     def _drop_oldest(self, kind: type[InboundAudio] | type[DtmfPressed]) -> bool:
         queue = self._events
@@ -194,6 +233,17 @@ class LiveCall(Call):
                 await waiter
             finally:
                 self._waiter = None
+
+    def set_listener(self, listener: CallListener | None) -> None:
+        """Hand events to ``listener`` synchronously instead of queueing them (see
+        :meth:`Call.set_listener`); queued events go to it first, in order."""
+        self._listener = listener
+        if listener is None:
+            return
+        queued = list(self._events)
+        self._events.clear()
+        self._audio_queued = 0
+        self.push(queued)
 
     def send_audio(self, pcm: bytes, sample_rate: int) -> None:
         """Queue bot audio (int16 LE mono, any chunk size) for paced playout.
