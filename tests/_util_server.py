@@ -483,3 +483,31 @@ class RecordingBot:
 
     def of(self, kind: type) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
+
+
+async def failing_call_beside_a_good_one(
+    server: MediaStreamServer, bad_agent: str, *, bad_frames: int, good: str = "telnyx"
+) -> tuple[FakeProvider, tuple[int | None, str]]:
+    """A ``good`` provider's call and a Twilio call routed to ``bad_agent`` side by side.
+
+    The bad call sends ``bad_frames`` media frames and its close (code, reason) is
+    returned with its fake provider; then the good call must still echo exactly and end
+    cleanly with 1000: one call's failure must not harm another.
+    """
+    ok = FakeProvider(good)
+    bad = FakeProvider("twilio")
+    async with ok.connect(server), bad.connect(server, bad.path(bad_agent)):
+        await ok.open()
+        ok.start_pump()
+        await bad.open()
+        bad.start_pump()
+        for i in range(bad_frames):
+            await bad.send(bad.media(ulaw_payload(1, seed=i)))
+        closed = await bad.closed()
+        sent = ulaw_payload(3, seed=9)
+        for i in range(3):
+            await ok.send(ok.media(sent[i * 160 : (i + 1) * 160]))
+        assert await ok.wait_audio(len(sent)) == sent
+        await ok.send(ok.stop())
+        assert (await ok.closed())[0] == 1000
+    return bad, closed

@@ -12,7 +12,7 @@ import asyncio
 import logging
 
 import pytest
-from _util_server import FakeProvider, running_server, scaled, ulaw_payload
+from _util_server import failing_call_beside_a_good_one, running_server, scaled
 
 from mediastream.call import (
     Call,
@@ -163,23 +163,9 @@ async def test_a_listener_that_raises_ends_only_its_call_with_1011(
     bad_bot = RaisingListenerBot()
     registry = AgentRegistry(echo_bot, {"bad": bad_bot})
     async with running_server(registry) as server:
-        good = FakeProvider("plivo")
-        bad = FakeProvider("twilio")
-        async with good.connect(server), bad.connect(server, bad.path("bad")):
-            await good.open()
-            good.start_pump()
-            await bad.open()
-            bad.start_pump()
-            for i in range(5):
-                await bad.send(bad.media(ulaw_payload(1, seed=i)))
-            code, reason = await bad.closed()
-            assert (code, reason) == (1011, "bot error")  # no internals on the wire
-            sent = ulaw_payload(5, seed=3)
-            for i in range(5):
-                await good.send(good.media(sent[i * 160 : (i + 1) * 160]))
-            assert await good.wait_audio(len(sent)) == sent
-            await good.send(good.stop())
-            assert (await good.closed())[0] == 1000
+        bad, closed = await failing_call_beside_a_good_one(
+            server, "bad", bad_frames=5, good="plivo")
+    assert closed == (1011, "bot error")  # no internals on the wire
     assert bad_bot.frames == 3  # nothing reached it after it raised
     failures = [r for r in caplog.records if "event listener raised" in r.getMessage()]
     assert len(failures) == 1 and bad.call_id in failures[0].getMessage()

@@ -13,7 +13,15 @@ import re
 
 import numpy as np
 import pytest
-from _util_server import PROVIDERS, FakeProvider, RecordingBot, running_server, scaled, ulaw_payload
+from _util_server import (
+    PROVIDERS,
+    FakeProvider,
+    RecordingBot,
+    failing_call_beside_a_good_one,
+    running_server,
+    scaled,
+    ulaw_payload,
+)
 
 from audiocodecs.g711 import ulaw_decode
 from mediastream.call import Call, DtmfPressed, InboundAudio, PlayoutStarted, PlayoutStopped
@@ -292,22 +300,9 @@ async def test_a_crashing_bot_ends_only_its_own_call(caplog: pytest.LogCaptureFi
 
     registry = AgentRegistry(healthy, {"crash": crasher})
     async with running_server(registry) as server:
-        good = FakeProvider("telnyx")
-        bad = FakeProvider("twilio")
-        async with good.connect(server), bad.connect(server, bad.path("crash")):
-            await good.open()
-            good.start_pump()
-            await bad.open()
-            await bad.send(bad.media(ulaw_payload(1)))
-            code, reason = await bad.closed()
-            assert code == 1011
-            assert reason == "bot error"  # no internals on the wire
-            sent = ulaw_payload(3, seed=9)
-            for i in range(3):
-                await good.send(good.media(sent[i * 160 : (i + 1) * 160]))
-            assert await good.wait_audio(len(sent)) == sent
-            await good.send(good.stop())
-            assert (await good.closed())[0] == 1000
+        bad, (code, reason) = await failing_call_beside_a_good_one(server, "crash", bad_frames=1)
+    assert code == 1011
+    assert reason == "bot error"  # no internals on the wire
     failures = [r for r in caplog.records if "bot failed" in r.getMessage()]
     assert failures and bad.call_id in failures[0].getMessage()
     assert failures[0].exc_info is not None
