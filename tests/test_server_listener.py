@@ -89,6 +89,23 @@ async def test_queued_events_reach_the_listener_first_then_new_ones_in_order() -
 
 
 @pytest.mark.asyncio
+async def test_a_listener_set_after_the_end_is_told_the_end_and_let_go() -> None:
+    call, _ = make_call()
+    first: list[CallEvent] = []
+    call.set_listener(first.append)
+    call.end("stop")
+    assert first == [CallEnded("stop")]
+    call.push([audio(1)])  # after the end: queued, the first listener is gone
+    late: list[CallEvent] = []
+    call.set_listener(late.append)  # a second consumer: it sees the end too
+    assert late == [audio(1), CallEnded("stop")]
+    assert first == [CallEnded("stop")]
+    call.push([audio(2)])
+    assert late == [audio(1), CallEnded("stop")]
+    assert call._listener is None  # not held: a finished call keeps no cycle through it
+
+
+@pytest.mark.asyncio
 async def test_receive_sleeps_through_listened_events_and_wakes_for_the_end() -> None:
     call, _ = make_call()
     got: list[CallEvent] = []

@@ -63,7 +63,6 @@ class LiveCall(Call):
         "_audio_queued",
         "_dropped",
         "_end",
-        "_end_told",
         "_events",
         "_link",
         "_listener",
@@ -108,9 +107,8 @@ class LiveCall(Call):
         self._end: CallEnded | None = None
         self._played_waiters: list[asyncio.Future[bool]] = []
         self._dropped = 0
+        #: Dropped once it has been handed CallEnded: it gets nothing after that.
         self._listener: CallListener | None = None
-        #: The listener has been handed CallEnded (it gets nothing after that).
-        self._end_told = False
 
     # ---------------------------------------------------------------- server side
 
@@ -126,8 +124,6 @@ class LiveCall(Call):
                 continue
             listener = self._listener
             if listener is not None:
-                if self._end_told:
-                    continue
                 try:
                     listener(event)
                 except Exception as exc:
@@ -145,8 +141,7 @@ class LiveCall(Call):
         end = self._end
         if end is not None:
             listener = self._listener
-            if listener is not None and not self._end_told:
-                self._end_told = True
+            if listener is not None:
                 # It gets nothing more: let go of it (it usually holds this call).
                 self._listener = None
                 try:
