@@ -6,7 +6,8 @@ Pure functions and one streaming class on numpy arrays; imports nothing else of 
 * :mod:`audiocodecs.pcm`: 16-bit linear PCM in either byte order, input normalising.
 * :mod:`audiocodecs.resample`: low-delay streaming resampler, chunking-exact; its
   ``process_ulaw``/``process_alaw`` and ``process_to_ulaw``/``process_to_alaw`` fuse
-  G.711 decoding or encoding into the resampling step.
+  G.711 decoding or encoding into the resampling step; ``process_many`` and its G.711
+  forms (``process_ulaw_many`` ...) feed one chunk to each of many streams at once.
 
 PCM is always a 1-D native ``int16`` array (mono); G.711 codes are a 1-D ``uint8``
 array.  Bytes-like inputs are accepted everywhere (PCM bytes are little-endian).
@@ -34,7 +35,16 @@ from .pcm import (
     l16le_encode,
     pcm_silence,
 )
-from .resample import SUPPORTED_RATES, StreamResampler, resample
+from .resample import (
+    SUPPORTED_RATES,
+    StreamResampler,
+    process_alaw_many,
+    process_many,
+    process_to_alaw_many,
+    process_to_ulaw_many,
+    process_ulaw_many,
+    resample,
+)
 
 __all__ = [
     "ALAW_SILENCE",
@@ -50,6 +60,11 @@ __all__ = [
     "l16le_decode",
     "l16le_encode",
     "pcm_silence",
+    "process_alaw_many",
+    "process_many",
+    "process_to_alaw_many",
+    "process_to_ulaw_many",
+    "process_ulaw_many",
     "resample",
     "ulaw_decode",
     "ulaw_encode",

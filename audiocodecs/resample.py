@@ -41,7 +41,8 @@ from __future__ import annotations
 import importlib
 import numbers
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
 import numpy as np
@@ -60,7 +61,16 @@ from .g711 import (
 )
 from .pcm import BytesLike, Int16Array, as_int16
 
-__all__ = ["SUPPORTED_RATES", "StreamResampler", "resample"]
+__all__ = [
+    "SUPPORTED_RATES",
+    "StreamResampler",
+    "process_alaw_many",
+    "process_many",
+    "process_to_alaw_many",
+    "process_to_ulaw_many",
+    "process_ulaw_many",
+    "resample",
+]
 
 _MAX_STEP = 2048  # input samples per internal step: bounds per-stream memory (~20 KB)
 _SCRATCH_OUTPUTS = 1024  # product results up to this size reuse a per-stream buffer
@@ -120,7 +130,8 @@ F64Array: TypeAlias = npt.NDArray[np.float64]
 # Views prepared for one chunk size (see StreamResampler._make_layout): input slot,
 # the windowed input's bound ``dot`` (the method skips np.dot's dispatch, ~0.15 µs),
 # product (2-D, then flat), history destination and source, outputs
-# per chunk, and the rounded product's low 32-bit words.
+# per chunk, the rounded product's low 32-bit words, and the history as one row
+# (what the batch functions gather).
 _Layout: TypeAlias = tuple[
     F64Array,
     Callable[..., object],
@@ -130,6 +141,7 @@ _Layout: TypeAlias = tuple[
     F64Array,
     int,
     npt.NDArray[np.int32],
+    F64Array,
 ]
 
 
@@ -272,6 +284,16 @@ class StreamResampler:
             return (0.0, 0.0)
         return (self._design.group_delay_min, self._design.group_delay_max)
 
+    def prepared(self, n: int) -> bool:
+        """True when a chunk of ``n`` samples would take the prepared path now.
+
+        That is the steady state of a stream fed equal chunks (from its second chunk
+        on, once the start-up trim is behind it), and what the batch functions
+        (:func:`process_many` and friends) require of every stream they are given.
+        Always False for ``in_rate == out_rate``.
+        """
+        return n == self._fast_n and self._aligned and self._design is not None
+
     # --- streaming ---------------------------------------------------------------------
 
     def reset(self) -> None:
@@ -303,7 +325,7 @@ class StreamResampler:
             samples = as_int16(x)
         n = samples.shape[0]
         if n == self._fast_n and self._aligned:
-            dst, dot, out, y, hist_dst, hist_src, n_out, _ = self._fast
+            dst, dot, out, y, hist_dst, hist_src, n_out, _, _ = self._fast
             dst[...] = samples
             dot(self._matrix, out=out)
             hist_dst[...] = hist_src
@@ -419,7 +441,7 @@ class StreamResampler:
         idx: UInt8Array = _frombuffer(codes, _U8) if type(codes) is bytes else _as_codes(codes)
         n = idx.shape[0]
         if n == self._fast_n and self._aligned:
-            dst, dot, out, y, hist_dst, hist_src, n_out, _ = self._fast
+            dst, dot, out, y, hist_dst, hist_src, n_out, _, _ = self._fast
             # Decode into the filter input; "wrap" skips the bounds check (uint8 < 256).
             table.take(idx, out=dst, mode="wrap")
             dot(self._matrix, out=out)
@@ -445,7 +467,7 @@ class StreamResampler:
             samples = as_int16(x)
         n = samples.shape[0]
         if n == self._fast_n and self._aligned:
-            dst, dot, out, y, hist_dst, hist_src, n_out, low = self._fast
+            dst, dot, out, y, hist_dst, hist_src, n_out, low, _ = self._fast
             dst[...] = samples
             dot(self._matrix, out=out)
             hist_dst[...] = hist_src
@@ -537,6 +559,7 @@ class StreamResampler:
             buf[n : n + hist],
             rows * self._block_out,
             low,
+            buf[:hist].reshape(1, hist),
         )
 
     def _step(self, samples: Int16Array) -> Int16Array:
@@ -596,3 +619,205 @@ def resample(x: Int16Array | BytesLike, in_rate: int, out_rate: int) -> Int16Arr
     head = stream.process(x)
     tail = stream.flush()
     return np.concatenate((head, tail)) if tail.shape[0] else head
+
+
+# --- many streams at once --------------------------------------------------------------
+#
+# At 20 ms per frame the arithmetic of one stream's chunk is small (a 20 x 75 by 75 x 16
+# product for 8 -> 16 kHz) and a frame's cost is mostly the half-dozen numpy calls around
+# it, which a busy server pays with its caches cold.  The batch functions run the same
+# steps once for many streams: gather each stream's history and new chunk into one
+# array, one product, one rounding, and hand the history back.  Every sum is exact (see
+# the module docstring), so each row equals what the stream's own method returns.
+
+
+class _Batch:
+    """Scratch arrays for batches of up to ``cap`` streams of one rate pair and chunk."""
+
+    __slots__ = ("cap", "hist", "n", "out", "rows", "tails", "windows", "x")
+
+    def __init__(self, stream: StreamResampler, n: int, cap: int) -> None:
+        block_in, window = stream._block_in, stream._window
+        hist = window - block_in
+        rows = n // block_in
+        self.cap, self.hist, self.n, self.rows = cap, hist, n, rows
+        # Row i: stream i's history then its chunk, laid out like a stream's own buffer.
+        self.x = np.empty((cap, hist + n), dtype=np.float64)
+        # The product wants contiguous windows: BLAS cannot read the overlapping view.
+        self.windows = np.empty((cap * rows, window), dtype=np.float64)
+        self.out = np.empty((cap * rows, stream._block_out), dtype=np.float64)
+        self.tails = [self.x[i, n : n + hist] for i in range(cap)]
+
+
+_batches = threading.local()
+
+
+def _batch_for(streams: Sequence[StreamResampler], n: int) -> _Batch:
+    first = streams[0]
+    key = (first._in_rate, first._out_rate, n)
+    for stream in streams:
+        if not stream.prepared(n) or stream._in_rate != key[0] or stream._out_rate != key[1]:
+            raise ValueError(
+                f"every stream must resample {key[0]} -> {key[1]} Hz and be prepared for "
+                f"chunks of {n} samples (see StreamResampler.prepared)"
+            )
+    cache: dict[tuple[int, int, int], _Batch] | None = getattr(_batches, "cache", None)
+    if cache is None:
+        cache = _batches.cache = {}
+    batch = cache.get(key)
+    b = len(streams)
+    if batch is None or batch.cap < b:
+        cap = 16
+        while cap < b:
+            cap *= 2
+        batch = cache[key] = _Batch(first, n, cap)
+    return batch
+
+
+def _run_batch(streams: Sequence[StreamResampler], batch: _Batch) -> F64Array:
+    """The product for ``batch.x[:B, hist:]`` already filled; returns (B, outputs) float64."""
+    b = len(streams)
+    hist, n, rows = batch.hist, batch.n, batch.rows
+    x = batch.x
+    first = streams[0]
+    block_in, window = first._block_in, first._window
+    np.concatenate([s._fast[8] for s in streams], axis=0, out=x[:b, :hist])
+    view = _ndarray((b, rows, window), _F64, x, 0, (x.strides[0], block_in * 8, 8))
+    windows = batch.windows[: b * rows]
+    windows.reshape(b, rows, window)[...] = view
+    out = batch.out[: b * rows]
+    _dot(windows, first._matrix, out=out)
+    tails = batch.tails
+    n_out = rows * first._block_out
+    for i, stream in enumerate(streams):
+        stream._fast[4][...] = tails[i]
+        stream._n_in += n
+        stream._n_out += n_out
+    return out.reshape(b, n_out)
+
+
+def _check_rows(x: object, b: int) -> None:
+    """A 2-D input has one row per stream (flat input is cut into ``b`` equal chunks)."""
+    if type(x) is _ndarray and x.ndim != 1 and (x.ndim != 2 or x.shape[0] != b):
+        raise ValueError(f"input of shape {x.shape} for {b} streams: give (B, n) or flat")
+
+
+def _codes_in(
+    streams: Sequence[StreamResampler], codes: BytesLike | UInt8Array, table: F64Array
+) -> Int16Array:
+    if not streams:
+        return np.zeros((0, 0), dtype=np.int16)
+    b = len(streams)
+    _check_rows(codes, b)
+    idx = _frombuffer(codes, _U8) if type(codes) is bytes else _as_codes(np.asarray(codes).ravel())
+    n, rest = divmod(idx.shape[0], b)
+    if rest:
+        raise ValueError(f"{idx.shape[0]} codes do not split into {b} equal chunks")
+    batch = _batch_for(streams, n)
+    table.take(idx.reshape(b, n), out=batch.x[:b, batch.hist :], mode="wrap")
+    y = _run_batch(streams, batch)
+    _clip(y, _LO, _HI, out=y)
+    _rint(y, out=y)
+    return y.astype(_I16)
+
+
+def _samples_in(
+    streams: Sequence[StreamResampler], x: Int16Array | BytesLike
+) -> tuple[_Batch, F64Array] | None:
+    if not streams:
+        return None
+    b = len(streams)
+    _check_rows(x, b)
+    if type(x) is _ndarray and x.dtype is _I16:
+        samples: Int16Array = x.reshape(-1)
+    else:
+        samples = as_int16(x if type(x) is not _ndarray else x.reshape(-1))
+    n, rest = divmod(samples.shape[0], b)
+    if rest:
+        raise ValueError(f"{samples.shape[0]} samples do not split into {b} equal chunks")
+    batch = _batch_for(streams, n)
+    batch.x[:b, batch.hist :] = samples.reshape(b, n)
+    return batch, _run_batch(streams, batch)
+
+
+def process_many(streams: Sequence[StreamResampler], x: Int16Array | BytesLike) -> Int16Array:
+    """Feed one equal chunk to each of many streams at once.
+
+    Equal, row for row, to ``[s.process(chunk) for s, chunk in zip(streams, chunks)]``
+    and cheaper from a few streams on (see ``python -m bench codecs``).
+
+    Args:
+        streams: distinct streams of one rate pair, each :meth:`~StreamResampler.prepared`
+            for the chunk size.
+        x: the chunks in stream order, concatenated: a ``(B, n)`` or ``(B * n,)`` int16
+            array, or little-endian 16-bit bytes.
+
+    Returns:
+        A new ``(B, k)`` int16 array: row ``i`` is stream ``i``'s output.
+
+    Raises:
+        ValueError: a stream of another rate pair or not prepared for the chunk size, or
+        input that does not split into ``B`` equal chunks.
+    """
+    done = _samples_in(streams, x)
+    if done is None:
+        return np.zeros((0, 0), dtype=np.int16)
+    y = done[1]
+    _clip(y, _LO, _HI, out=y)
+    _rint(y, out=y)
+    return y.astype(_I16)
+
+
+def process_ulaw_many(
+    streams: Sequence[StreamResampler], codes: BytesLike | UInt8Array
+) -> Int16Array:
+    """:func:`process_many` for μ-law codes: row ``i`` equals ``streams[i].process_ulaw(chunk)``.
+
+    ``codes`` holds the chunks in stream order, concatenated (bytes or a uint8 array).
+    """
+    return _codes_in(streams, codes, _ULAW_F64)
+
+
+def process_alaw_many(
+    streams: Sequence[StreamResampler], codes: BytesLike | UInt8Array
+) -> Int16Array:
+    """:func:`process_many` for A-law codes: row ``i`` equals ``streams[i].process_alaw(chunk)``."""
+    return _codes_in(streams, codes, _ALAW_F64)
+
+
+def _to_codes(
+    streams: Sequence[StreamResampler],
+    x: Int16Array | BytesLike,
+    table: UInt8Array,
+    wide: UInt8Array,
+) -> UInt8Array:
+    done = _samples_in(streams, x)
+    if done is None:
+        return np.zeros((0, 0), dtype=np.uint8)
+    y = done[1]
+    if not streams[0]._wide:
+        _clip(y, _LO, _HI, out=y)
+        wide = table
+    _add(y, _ROUNDING_MAGIC, out=y)
+    low = y.view(np.int32)[:, _LOW_WORD]
+    return wide.take(low, mode="wrap")
+
+
+def process_to_ulaw_many(
+    streams: Sequence[StreamResampler], x: Int16Array | BytesLike
+) -> UInt8Array:
+    """:func:`process_many`, encoded to μ-law.
+
+    Row ``i`` equals ``streams[i].process_to_ulaw(chunk)``: a ``(B, k)`` uint8 array.
+    """
+    return _to_codes(streams, x, _ULAW_ENCODE, _ULAW_WIDE)
+
+
+def process_to_alaw_many(
+    streams: Sequence[StreamResampler], x: Int16Array | BytesLike
+) -> UInt8Array:
+    """:func:`process_many`, encoded to A-law.
+
+    Row ``i`` equals ``streams[i].process_to_alaw(chunk)``: a ``(B, k)`` uint8 array.
+    """
+    return _to_codes(streams, x, _ALAW_ENCODE, _ALAW_WIDE)

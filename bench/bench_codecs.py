@@ -17,6 +17,11 @@ Four tables:
    int16 → 8 kHz μ-law bytes: ours fused (``StreamResampler.process_ulaw`` /
    ``process_to_ulaw``, what the session runs), ours in two calls (codec function and
    ``process``), and ``audioop`` + soxr.
+5. **Batched resampling**, µs per 20 ms frame: B = 1, 8, 32 prepared streams fed one
+   frame each, by one ``process_ulaw_many`` (8 kHz μ-law → 16 kHz) or
+   ``process_to_ulaw_many`` (16 kHz → 8 kHz μ-law) call, joining of the B frames into
+   its input included, against B per-stream ``process_ulaw`` / ``process_to_ulaw``
+   calls.  Ratio = per-stream / batched (above 1: the batch is cheaper).
 
 Each library is called with its natural types: ours takes bytes or int16 arrays and
 returns arrays; ``audioop`` is bytes → bytes; the ``g711`` package decodes to and
@@ -46,6 +51,7 @@ import numpy as np
 import numpy.typing as npt
 
 from audiocodecs import StreamResampler, alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from audiocodecs.resample import process_to_ulaw_many, process_ulaw_many
 
 FloatArray = npt.NDArray[np.float64]
 Int16Array = npt.NDArray[np.int16]
@@ -358,6 +364,58 @@ def print_paths(reps: int, n_frames: int) -> None:
         print(f"  {label:<34}{cells}")
 
 
+# --- batched resampling ---------------------------------------------------------------
+
+BATCH_SIZES = (1, 8, 32)
+
+
+def _prepared(a: int, b: int, count: int, frame: Int16Array) -> list[StreamResampler]:
+    """``count`` streams a → b, each fed one frame: prepared for frames of that size."""
+    streams = [StreamResampler(a, b) for _ in range(count)]
+    for s in streams:
+        s.process(frame)
+        assert s.prepared(frame.shape[0])
+    return streams
+
+
+def batched_cases(count: int) -> dict[str, dict[str, Callable[[], object]]]:
+    """Per direction: one batch call over ``count`` streams, and ``count`` per-stream calls."""
+    rng = np.random.default_rng(4)
+
+    def noise(n: int) -> Int16Array:
+        return np.clip(rng.standard_normal(n) * 4000, -32768, 32767).astype(np.int16)
+
+    inbound = [ulaw_encode(noise(160)).tobytes() for _ in range(count)]
+    outbound = [noise(320) for _ in range(count)]
+    up, up2 = (_prepared(8000, 16000, count, noise(160)) for _ in range(2))
+    down, down2 = (_prepared(16000, 8000, count, noise(320)) for _ in range(2))
+    return {
+        f"8k μ-law→16k, B={count}": {
+            "batched": lambda: process_ulaw_many(up, b"".join(inbound)),
+            "per-stream": lambda: [s.process_ulaw(f) for s, f in zip(up2, inbound, strict=True)],
+        },
+        f"16k→8k μ-law, B={count}": {
+            "batched": lambda: process_to_ulaw_many(down, np.concatenate(outbound)),
+            "per-stream": lambda: [
+                s.process_to_ulaw(x) for s, x in zip(down2, outbound, strict=True)
+            ],
+        },
+    }
+
+
+def print_batched(reps: int, n_frames: int) -> None:
+    print(
+        "\nBatched resampling, per 20 ms frame: one *_many call for B streams vs B calls,"
+        " µs per frame (ratio = per-stream / batched)"
+    )
+    print(f"  {'':<22}{'batched':>12}{'per-stream':>12}{'ratio':>9}")
+    for count in BATCH_SIZES:
+        for label, cases in batched_cases(count).items():
+            t = measure(cases, max(20, n_frames // count), reps)
+            # Seconds per call cover `count` frames.
+            print(_row(label, [t["batched"], t["per-stream"]], 1e-6 * count, width=12))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the tables; always returns 0 (figures are reported, not judged)."""
     parser = argparse.ArgumentParser(prog="bench codecs", description=__doc__.split("\n")[0])
@@ -398,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [(int(p.split(":")[0]), int(p.split(":")[1])) for p in args.pairs.split(",")]
     print_resampling(args.reps, max(200, int(5000 * scale)), pairs)
     print_paths(args.reps, max(200, int(10_000 * scale)))
+    print_batched(args.reps, max(200, int(10_000 * scale)))
     return 0
 
 
