@@ -91,6 +91,9 @@ class Config:
     idle_flush: float = 0.1
     #: A mark not echoed this long after its play time counts as played (clock fallback).
     mark_grace: float = 1.0
+    #: Resample the common-case frames of all calls together, once per event-loop turn
+    #: (identical audio, less CPU at many calls; see mediastream.server.batch).
+    batch_resampling: bool = True
 
     # --- security
     #: Bearer token for /dialout and call control; the endpoints are off without it.

@@ -68,6 +68,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     for flag, _field, kind, text in _LIMITS:
         parser.add_argument(flag, type=kind, help=text)
     parser.add_argument(
+        "--batch-resampling",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="resample the frames of all calls together once per loop turn (default on; "
+        "identical audio, less CPU)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING ...)"
     )
     parser.set_defaults(func=run)
@@ -90,6 +97,7 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
         "tls_key": args.tls_key,
         "workers": args.workers,
         "agents": ",".join(agents) if args.agent else None,
+        "batch_resampling": args.batch_resampling,
     }
     for flag, field, _kind, _text in _LIMITS:
         changes[field] = getattr(args, flag.lstrip("-").replace("-", "_"))

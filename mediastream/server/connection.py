@@ -35,8 +35,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl
 
 from websockets.exceptions import ConnectionClosed
@@ -363,6 +364,9 @@ class MediaConnection:
         )
         self._session = session
         self._stats = StatsSync(self._server.metrics, info.provider)
+        batcher = self._server.batcher
+        if batcher is not None:
+            session.attach_batcher(batcher.flush)
         call = LiveCall(
             info,
             session,
@@ -372,6 +376,7 @@ class MediaConnection:
             sample_rate=config.bot_sample_rate,
             max_events=config.bot_queue_frames,
             max_audio_s=config.max_bot_audio_s,
+            batcher=batcher,
         )
         self._call = call
         self.log.info(
@@ -420,6 +425,62 @@ class MediaConnection:
         perf = time.perf_counter
         observe = self._server.metrics.frame_seconds.observe
         push = call.push
+        batcher = self._server.batcher
+        batch = batcher.add_inbound if batcher is not None else None
+        defer = session.defer_audio
+        converted_in = session.receive_converted
+        #: A frame of this call is out for conversion (see .batch): the events after
+        #: it wait in ``backlog``, so the bot gets everything in the order it came.
+        pending = False
+        backlog: deque[Event] = deque()
+        #: handle_event, for converted(); emptied when reading ends, so the two
+        #: closures do not keep each other (and the call) alive as a cycle.
+        stepper: list[Callable[[Event, float], bool]] = []
+
+        def converted(pcm: bytes) -> None:
+            # The batch's result for the frame handed out in handle_event (at the end
+            # of this loop turn, or sooner when the session settles).
+            nonlocal pending
+            pending = False
+            try:
+                out = converted_in(pcm)
+                if out:
+                    push(out)
+                while backlog and not pending and stepper:
+                    if not stepper[0](backlog.popleft(), clock()):
+                        backlog.clear()
+            except Exception as exc:
+                self._fail(exc)
+
+        def handle_event(event: Event, now: float) -> bool:
+            """One event; False once the stream stopped."""
+            nonlocal pending
+            kind = type(event)
+            if kind is AudioReceived:
+                if batch is not None:
+                    audio = cast(AudioReceived, event)
+                    step = defer(audio)
+                    if step is not None:
+                        pending = True
+                        batch(step, audio.payload, converted)
+                        return True
+                out = feed(event, now)
+                if out:
+                    push(out)
+                return True
+            if kind is StreamStopped:
+                self.log.info("provider stopped the stream")
+                self.finish(1000, "stream stopped", "stopped")
+                return False
+            # DTMF, marks, notices; the session logs provider error reports.
+            out = feed(event, now)
+            if out:
+                push(out)
+            if kind is MarkPlayed or kind is AudioCleared:
+                self.sync_clear()
+                if call.waiting_for_playout:
+                    call.check_played()
+            return True
 
         timed = 0
 
@@ -430,24 +491,10 @@ class MediaConnection:
             now = clock()
             self.last_rx = now
             for event in receive(message):
-                kind = type(event)
-                if kind is AudioReceived:
-                    out = feed(event, now)
-                    if out:
-                        push(out)
-                    continue
-                if kind is StreamStopped:
-                    self.log.info("provider stopped the stream")
-                    self.finish(1000, "stream stopped", "stopped")
+                if pending:
+                    backlog.append(event)
+                elif not handle_event(event, now):
                     return
-                # DTMF, marks, notices; the session logs provider error reports.
-                out = feed(event, now)
-                if out:
-                    push(out)
-                if kind is MarkPlayed or kind is AudioCleared:
-                    self.sync_clear()
-                    if call.waiting_for_playout:
-                        call.check_played()
             if started:
                 observe(perf() - started)
 
@@ -460,6 +507,7 @@ class MediaConnection:
             except Exception as exc:
                 self._fail(exc)
 
+        stepper.append(handle_event)
         ws = self._ws
         ws.direct = handle_now
         count = 0
@@ -481,6 +529,8 @@ class MediaConnection:
             self._fail(exc)
         finally:
             ws.direct = None
+            stepper.clear()
+            backlog.clear()
 
     async def _write(
         self, protocol: MediaStreamProtocol, session: CallSession, call: LiveCall
@@ -618,6 +668,10 @@ class MediaConnection:
                 limit_s,
             )
         self._fail(BotError("bot queued too much audio"), log=False)
+
+    def on_send_error(self, exc: Exception) -> None:
+        """Bot audio converted in a batch could not be queued or sent: end the call."""
+        self._fail(exc)
 
     def on_listener_error(self, exc: Exception) -> None:
         """The bot's event listener raised: end the call as a bot error (1011)."""

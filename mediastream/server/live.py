@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from mediastream.protocols.base import MediaStreamProtocol
     from mediastream.session import CallSession
 
+    from .batch import ResampleBatcher
+
 __all__ = ["LiveCall"]
 
 
@@ -55,12 +57,15 @@ class CallLink(Protocol):
 
     def on_listener_error(self, exc: Exception) -> None: ...
 
+    def on_send_error(self, exc: Exception) -> None: ...
+
 
 class LiveCall(Call):
     """One call as the bot sees it; created by the server once ``start`` arrived."""
 
     __slots__ = (
         "_audio_queued",
+        "_batch",
         "_dropped",
         "_end",
         "_events",
@@ -89,8 +94,11 @@ class LiveCall(Call):
         sample_rate: int,
         max_events: int,
         max_audio_s: float = float("inf"),
+        batcher: ResampleBatcher | None = None,
     ) -> None:
         self.info = info
+        #: Bot audio in the common case is converted with other calls' (see .batch).
+        self._batch = batcher.add_outbound if batcher is not None else None
         self.sample_rate = sample_rate
         self._session = session
         self._protocol = protocol
@@ -254,8 +262,23 @@ class LiveCall(Call):
             if queued + len(pcm) / (2 * sample_rate) > self._max_audio_s:
                 self._link.on_bot_audio_overflow(queued, self._max_audio_s)
                 return
-        session.send_audio(pcm, sample_rate, self._loop.time())
+        now = self._loop.time()
+        batch = self._batch
+        if batch is not None:
+            step = session.defer_send(pcm, sample_rate, now)
+            if step is not None:
+                batch(step, pcm, self._converted)
+                return
+        session.send_audio(pcm, sample_rate, now)
         self._link.wake_writer()
+
+    def _converted(self, frame: bytes) -> None:
+        # The batch's wire frame for audio handed out by send_audio: queue it, send it.
+        try:
+            self._session.send_converted(frame, self._loop.time())
+            self._link.wake_writer()
+        except Exception as exc:
+            self._link.on_send_error(exc)
 
     def end_utterance(self) -> None:
         """Flush the resampler tail and place the utterance's final mark."""

@@ -62,6 +62,7 @@ from mediastream.protocols.base import MediaStreamProtocol
 from mediastream.protocols.events import CallInfo
 
 from . import control
+from .batch import ResampleBatcher
 from .connection import MediaConnection
 from .demux import HandOver, HeadDemux, RequestHead
 from .http import mount, mount_media_fallback
@@ -163,6 +164,8 @@ class MediaStreamServer:
         self._drain_cut = asyncio.Event()
         self._close_task: asyncio.Task[None] | None = None
         self._clients: ProviderClients | None = None
+        #: Resampling of all calls batched per loop turn (None when turned off).
+        self.batcher: ResampleBatcher | None = None
 
     # ------------------------------------------------------------------ public state
 
@@ -221,6 +224,8 @@ class MediaStreamServer:
 
     async def _start(self) -> None:
         config = self.config
+        if config.batch_resampling:
+            self.batcher = ResampleBatcher(asyncio.get_running_loop())
         self._clients = await control.start(config)
         app = self._app if self._app is not None else web.Application()
         mount(app, self)

@@ -18,11 +18,14 @@ API notes beyond the original brief (additions only, nothing renamed):
 ``mark_grace`` (default 1.0 s) and ``idle_flush`` (default 0.1 s). ``clear()`` returns
 only ``[ClearAudio()]``; the interrupted utterance's ``PlayoutStopped`` comes out of the
 next ``poll()`` or ``receive_event()`` (``next_deadline()`` is then ``<= now``).
+For drivers that batch many calls' resampling: ``attach_batcher(settle)``,
+``defer_audio``/``receive_converted``, ``defer_send``/``send_converted`` and the
+:data:`BatchStep` they hand out (see :meth:`CallSession.attach_batcher`).
 """
 
 from __future__ import annotations
 
-from mediastream.session.session import CallSession
+from mediastream.session.session import BatchStep, CallSession
 from mediastream.session.stats import SessionStats
 
-__all__ = ["CallSession", "SessionStats"]
+__all__ = ["BatchStep", "CallSession", "SessionStats"]

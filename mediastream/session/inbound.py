@@ -144,6 +144,29 @@ class InboundPath:
             self._zeros = np.zeros(n, dtype=np.int16)
         return self._emit(pcm, n, filled=False)
 
+    def batchable(self, payload: bytes) -> StreamResampler | None:
+        """The resampler, when ``payload`` is the case a batch can convert for us.
+
+        That is G.711 resampled to the bot's rate, the resampler in its steady state
+        (:meth:`~audiocodecs.resample.StreamResampler.prepared` for this size) and no
+        partial frame buffered, so the payload becomes exactly one bot frame. The
+        caller converts it (with its resampler, e.g. batched with other calls') and
+        hands the bot frame to :meth:`feed_converted`; nothing else may feed this path
+        in between.
+        """
+        rs = self._resampler
+        if rs is None or self._buf or self._fresh or self._l16:
+            return None
+        n = len(payload)
+        if n * self._rate != self._frame_samples * self._fmt.sample_rate or not rs.prepared(n):
+            return None
+        return rs
+
+    def feed_converted(self, pcm: bytes) -> list[CallEvent]:
+        """The bot frame (int16 LE) a batch made of the payload :meth:`batchable` took."""
+        self._stats.bot_frames_in += 1
+        return [InboundAudio(pcm, self._rate, False)]
+
     def feed_fill(self) -> list[CallEvent]:
         """Silence standing in for one lost provider frame (same size as the last one)."""
         rs = self._resampler

@@ -127,6 +127,36 @@ class OutboundEncoder:
         self._buf += data
         return self._cut()
 
+    def batchable(self, pcm: bytes, sample_rate: int) -> StreamResampler | None:
+        """The resampler, when ``pcm`` is the case a batch can convert for us.
+
+        That is G.711 on the wire, the bot's current rate, the resampler in its steady
+        state for this chunk size and nothing buffered, so the chunk becomes exactly one
+        wire frame. Returns the resampler and counts the chunk as pushed; the caller
+        converts it and hands the frame over (the session's
+        :meth:`~mediastream.session.CallSession.send_converted`). Nothing else may
+        touch this encoder in between.
+        """
+        rs = self._resampler
+        if (
+            rs is None
+            or sample_rate != self._rate
+            or self._fresh
+            or self._buf
+            or self._odd
+            or self._fmt.encoding == "l16"
+        ):
+            return None
+        n = len(pcm) >> 1
+        if (
+            len(pcm) & 1
+            or n * self._fmt.sample_rate != self._frame_bytes * sample_rate
+            or not rs.prepared(n)
+        ):
+            return None
+        self._dirty = True
+        return rs
+
     def flush(self) -> list[bytes]:
         """End of an utterance (or a pause): the filter tail plus the last frame, padded.
 

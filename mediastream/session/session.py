@@ -27,8 +27,10 @@ server that re-arms its timer after every call never misses a frame.
 from __future__ import annotations
 
 import logging
-from typing import Final
+from collections.abc import Callable
+from typing import Final, TypeAlias
 
+from audiocodecs.resample import StreamResampler
 from mediastream.call import CallEnded, CallEvent, DtmfPressed
 from mediastream.protocols.events import (
     AudioCleared,
@@ -54,7 +56,12 @@ from mediastream.session.pacer import Pacer
 from mediastream.session.reorder import FILL, ReorderBuffer
 from mediastream.session.stats import SessionStats
 
-__all__ = ["CallSession"]
+__all__ = ["BatchStep", "CallSession"]
+
+#: A conversion a session hands out to be batched with other calls' (see
+#: :meth:`CallSession.attach_batcher`): the stream's resampler and the wire encoding
+#: (``"pcmu"`` or ``"pcma"``) it converts from (inbound) or to (outbound).
+BatchStep: TypeAlias = tuple[StreamResampler, str]
 
 #: Default for ``idle_flush``. A flush pads the tail to a whole 20 ms frame; if the bot was
 #: only late (an echo or a streaming TTS under network jitter) rather than paused, that
@@ -97,6 +104,8 @@ class CallSession:
     __slots__ = (
         "_bot_rate",
         "_call_id",
+        "_deferred_in",
+        "_deferred_out",
         "_encoder",
         "_ended",
         "_events",
@@ -110,6 +119,7 @@ class CallSession:
         "_ledger",
         "_pacer",
         "_reorder",
+        "_settle",
         "_since_mark",
         "call",
         "stats",
@@ -149,6 +159,10 @@ class CallSession:
         self._events: list[CallEvent] = []
         self._events_at = now
         self._ended = False
+        #: Conversions handed out by defer_audio / defer_send and not yet returned.
+        self._deferred_in = 0
+        self._deferred_out = 0
+        self._settle: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ properties
 
@@ -186,10 +200,111 @@ class CallSession:
         """True between PlayoutStarted and PlayoutStopped: the caller hears the bot."""
         return self._ledger.speaking
 
+    # ------------------------------------------------------------------ batching
+
+    def attach_batcher(self, settle: Callable[[], None]) -> None:
+        """Let the caller convert this call's common-case frames together with other
+        calls' (the server does, once per event-loop turn).
+
+        After this, :meth:`defer_audio` and :meth:`defer_send` may hand a frame's
+        resampling out instead of doing it. ``settle()`` must complete every
+        conversion handed out, by calling :meth:`receive_converted` or
+        :meth:`send_converted` with its result. The session calls it itself before
+        anything that has to come after a pending frame of the same direction (the
+        next inbound event; more bot audio, an utterance end, a clear; the end), so
+        each direction's order is as if every frame had been converted on the spot.
+        Results are identical: the batch functions of :mod:`audiocodecs.resample`
+        compute exactly what the stream's own methods do.
+        """
+        self._settle = settle
+
+    def _settle_now(self) -> None:
+        settle = self._settle
+        if settle is not None:
+            settle()
+        if self._deferred_in or self._deferred_out:  # never deliver out of order
+            raise RuntimeError(f"call {self._call_id}: settle() left conversions pending")
+
+    def defer_audio(self, event: AudioReceived) -> BatchStep | None:
+        """Hand the conversion of a media event out, when it is the common case.
+
+        The common case: a batcher is attached, no inbound frame is pending, the
+        caller's track, in order, the current format, G.711 resampled, one payload
+        making one bot frame. Then the event is accounted for as :meth:`receive_event`
+        would, and the caller converts ``event.payload`` with the returned step (one
+        row of :func:`audiocodecs.resample.process_ulaw_many` or ``process_alaw_many``)
+        and passes the bot frame to :meth:`receive_converted`. Otherwise returns
+        ``None``: use :meth:`receive_event`.
+        """
+        if self._deferred_in or self._settle is None or self._ended or self._events:
+            return None
+        track = event.track
+        if track != "inbound" and not track.startswith("inbound"):
+            return None
+        fmt = event.format
+        if fmt is not self._in_fmt and fmt != self._in_fmt:
+            return None
+        mode = self._key_mode
+        if mode == _CHUNK:
+            key = event.chunk
+        elif mode == _SEQUENCE:
+            key = event.sequence
+        elif mode == _NO_KEY:
+            key = None
+        else:
+            return None
+        reorder = self._reorder
+        if key is not None and (key != reorder.expected or reorder.holding):
+            return None
+        rs = self._inbound.batchable(event.payload)
+        if rs is None:
+            return None
+        self.stats.frames_in += 1
+        if key is not None:
+            reorder.expected = key + 1
+        self._deferred_in += 1
+        return rs, fmt.encoding
+
+    def receive_converted(self, pcm: bytes) -> list[CallEvent]:
+        """The bot frame (int16 LE) of the payload :meth:`defer_audio` handed out."""
+        self._deferred_in -= 1
+        out = self._inbound.feed_converted(pcm)
+        if self._events:
+            out[:0] = self._take_events()
+        return out
+
+    def defer_send(self, pcm: bytes, sample_rate: int, now: float) -> BatchStep | None:
+        """Hand the conversion of bot audio out, when it is the common case.
+
+        The common case: a batcher is attached, no outbound frame is pending, ``pcm`` is
+        bytes at the current bot rate, exactly one wire frame of G.711, the resampler in
+        its steady state and nothing buffered. Then it counts as sent (as
+        :meth:`send_audio` would), and the caller converts it with the returned step
+        (one row of :func:`audiocodecs.resample.process_to_ulaw_many` or
+        ``process_to_alaw_many``) and passes the frame to :meth:`send_converted`.
+        Otherwise ``None``: use :meth:`send_audio`.
+        """
+        if self._deferred_out or self._settle is None or self._ended or type(pcm) is not bytes:
+            return None
+        rs = self._encoder.batchable(pcm, sample_rate)
+        if rs is None:
+            return None
+        self._last_send = now
+        self._deferred_out += 1
+        return rs, self._encoder.format.encoding
+
+    def send_converted(self, frame: bytes, now: float) -> None:
+        """The wire frame made of the audio :meth:`defer_send` handed out."""
+        self._deferred_out -= 1
+        if not self._ended:
+            self._enqueue([frame], now)
+
     # ------------------------------------------------------------------ inbound
 
     def receive_event(self, event: Event, now: float) -> list[CallEvent]:
         """Handle one protocol event; returns the bot events it produces, in order."""
+        if self._deferred_in:
+            self._settle_now()
         if type(event) is AudioReceived:
             return self._on_audio(event, now)
         if self._ended:
@@ -297,6 +412,8 @@ class CallSession:
         closes or the call is hung up. Outbound audio still queued is dropped (nobody is
         left to hear it). Idempotent: later calls return ``[]``.
         """
+        if self._deferred_in or self._deferred_out:
+            self._settle_now()
         if self._ended:
             return []
         out = self._feed_items(self._reorder.drain())
@@ -317,6 +434,8 @@ class CallSession:
 
         Raises ``ValueError`` for an unsupported rate, ``TypeError`` for non-bytes.
         """
+        if self._deferred_out:
+            self._settle_now()
         if self._ended:
             return
         frames = self._encoder.push(pcm, sample_rate)
@@ -327,6 +446,8 @@ class CallSession:
     def end_utterance(self, now: float) -> None:
         """The bot finished an utterance: flush the resampler tail, pad the last frame to
         20 ms with codec silence, and place the utterance's final mark."""
+        if self._deferred_out:
+            self._settle_now()
         if self._ended:
             return
         self._finish(now)
@@ -338,6 +459,8 @@ class CallSession:
         out of the next :meth:`poll` (or :meth:`receive_event`); ``next_deadline()`` is
         then ``now``.
         """
+        if self._deferred_out:
+            self._settle_now()
         if self._ended:
             return []
         pacer = self._pacer
