@@ -1,0 +1,213 @@
+"""The live call's frame fast path: text frames parsed and written without websockets'
+per-frame objects (mediastream.server.media_socket).
+
+It must be invisible: the bot gets every event in the order it came and exactly the
+audio of the caller, whatever TCP does to the frames, and whatever the fast path does
+not handle (fragments, control frames, bad frames) gets websockets' own answer. These
+tests talk raw RFC 6455 frames to a real server on 127.0.0.1 (with batched resampling
+on, so the connection's backlog behind a frame out for conversion is exercised too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import random
+from typing import Any
+
+import numpy as np
+import pytest
+from _util_reliability import scaled
+from _util_server import FakeProvider, RecordingBot, running_server, ulaw_payload
+from websockets.frames import Frame, Opcode
+
+from audiocodecs import resample, ulaw_decode
+from mediastream.call import CallEnded, DtmfPressed, InboundAudio
+from mediastream.server.media_socket import text_frame_header
+
+
+def _frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True) -> bytes:
+    """One client frame (RFC 6455 §5.2), any length, masked unless told otherwise."""
+    n = len(payload)
+    if n < 126:
+        length = bytes([n])
+    elif n < 65536:
+        length = bytes([126]) + n.to_bytes(2, "big")
+    else:
+        length = bytes([127]) + n.to_bytes(8, "big")
+    first = bytes([(0x80 if fin else 0) | opcode])
+    if not masked:
+        return first + length + payload
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return first + bytes([length[0] | 0x80]) + length[1:] + mask + body
+
+
+def _text(message: dict[str, Any]) -> bytes:
+    return _frame(0x1, json.dumps(message, separators=(",", ":")).encode())
+
+
+def _upgrade(path: str) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+
+
+async def _server_frames(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> list[tuple[int, bytes]]:
+    """Every (opcode, payload) the server sends up to its close frame, which is
+    answered as a client does (close frame back, then the TCP close)."""
+    frames: list[tuple[int, bytes]] = []
+    while True:
+        first, second = await reader.readexactly(2)
+        n = second & 0x7F
+        if n == 126:
+            n = int.from_bytes(await reader.readexactly(2), "big")
+        elif n == 127:
+            n = int.from_bytes(await reader.readexactly(8), "big")
+        frames.append((first & 0x0F, await reader.readexactly(n)))
+        if first & 0x0F == 0x8:
+            writer.write(_frame(0x8, frames[-1][1][:2]))
+            writer.close()
+            return frames
+
+
+async def _live_socket(
+    port: int, provider: FakeProvider
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw client past the upgrade, with the provider's opening messages sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_upgrade(provider.path()))
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    opening = provider.connected()
+    writer.write((_text(opening) if opening else b"") + _text(provider.start()))
+    await writer.drain()
+    return reader, writer
+
+
+async def _write(writer: asyncio.StreamWriter, data: bytes, chunking: str, seed: int) -> None:
+    if chunking == "whole":
+        writer.write(data)
+        await writer.drain()
+        return
+    rng = random.Random(seed)
+    pos = 0
+    while pos < len(data):
+        size = rng.randint(1, 3) if chunking == "crumbs" else rng.randint(1, 60)
+        writer.write(data[pos : pos + size])
+        await writer.drain()
+        pos += size
+        await asyncio.sleep(0.0005)  # let the server read what arrived: a split frame
+
+
+def _kinds(events: list[Any]) -> list[str]:
+    names = {InboundAudio: "audio", DtmfPressed: "dtmf", CallEnded: "end"}
+    return [names.get(type(e), type(e).__name__) for e in events]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("chunking", ["whole", "pieces", "crumbs"])
+async def test_frames_split_anywhere_reach_the_bot_in_order_and_exact(chunking: str) -> None:
+    """Media (16-bit lengths), a short DTMF (7-bit length), a fragmented DTMF with a
+    ping between its fragments, and the stop, in one stream of bytes cut anywhere: the
+    bot sees them in order, and its audio is exactly the caller's, resampled once."""
+    bot = RecordingBot(echo=False)
+    async with running_server(bot, bot_sample_rate=16000) as server:
+        provider = FakeProvider("twilio")
+        reader, writer = await _live_socket(server.port, provider)
+        await bot.started.wait()
+        sent = ulaw_payload(6, seed=3)
+        frames = [sent[i * 160 : (i + 1) * 160] for i in range(6)]
+        short = provider.dtmf("5")
+        del short["dtmf"]["track"]  # optional: keeps the frame under 126 bytes
+        assert len(_text(short)) - 6 < 126
+        long = json.dumps(provider.dtmf("7")).encode()
+        data = b"".join(_text(provider.media(f)) for f in frames[:3])
+        data += _text(short) + _text(provider.media(frames[3]))
+        data += _frame(0x1, long[:20], fin=False) + _frame(0x9, b"are you there")
+        data += _frame(0x0, long[20:40], fin=False) + _frame(0x0, long[40:], fin=True)
+        data += b"".join(_text(provider.media(f)) for f in frames[4:])
+        data += _text(provider.stop())
+        reading = asyncio.create_task(_server_frames(reader, writer))
+        await _write(writer, data, chunking, seed=len(data))
+        async with asyncio.timeout(scaled(10)):
+            await bot.ended.wait()
+            answered = await reading
+    kinds = _kinds(bot.events)
+    assert kinds[:8] == ["audio"] * 3 + ["dtmf"] + ["audio"] + ["dtmf"] + ["audio"] * 2, kinds
+    assert set(kinds[8:]) == {"audio"}, kinds  # the resampler's tail; then the end
+    assert [e.digit for e in bot.of(DtmfPressed)] == ["5", "7"]
+    heard = np.frombuffer(b"".join(e.pcm for e in bot.of(InboundAudio)), dtype="<i2")
+    # The session's lead pad (the resampler's delay, in silence), then the whole signal.
+    expected = resample(ulaw_decode(sent), 8000, 16000)
+    pad = len(heard) - len(expected)
+    assert 0 < pad < 16 and not heard[:pad].any(), pad
+    assert np.array_equal(heard[pad:], expected)
+    assert (0xA, b"are you there") in answered  # websockets answered the ping
+    assert answered[-1][0] == 0x8  # and the close handshake
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [
+        (_frame(0x1, b'{"event":"media","bad":"\xff\xfe"}'), 1007),  # invalid UTF-8
+        (_frame(0x1, b"x" * 70_000), 1009),  # over max_message_size
+        (_frame(0x1, b'{"event":"dtmf"}', masked=False), 1002),  # clients must mask
+        (_frame(0x0, b"orphan", fin=True), 1002),  # continuation without a start
+    ],
+    ids=["invalid-utf8", "too-big", "unmasked", "orphan-continuation"],
+)
+async def test_a_bad_frame_after_good_ones_gets_websockets_answer(bad: bytes, code: int) -> None:
+    """Good media then a bad frame in one write: the fast path delivers the media and
+    leaves the bad frame to websockets, which closes with the RFC 6455 code."""
+    bot = RecordingBot(echo=False)
+    async with running_server(bot, bot_sample_rate=16000, max_message_size=65536) as server:
+        provider = FakeProvider("twilio")
+        reader, writer = await _live_socket(server.port, provider)
+        await bot.started.wait()
+        media = b"".join(_text(provider.media(ulaw_payload(1, seed=i))) for i in range(4))
+        writer.write(media + bad)
+        await writer.drain()
+        async with asyncio.timeout(scaled(10)):
+            frames = await _server_frames(reader, writer)
+            await bot.ended.wait()
+    closes = [payload for opcode, payload in frames if opcode == 0x8]
+    assert closes and int.from_bytes(closes[0][:2], "big") == code, closes
+    assert len(bot.of(InboundAudio)) >= 4  # everything before the bad frame arrived
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 300, 65535, 65536, 70_000])
+def test_server_text_frames_are_what_websockets_writes(size: int) -> None:
+    payload = bytes(size)
+    ours = text_frame_header(size) + payload
+    assert ours == Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+
+
+def test_the_boundary_probe_reads_this_websockets_parser_right() -> None:
+    """The fast path runs only between frames: after whole frames, never while
+    websockets holds part of one (even with its buffer empty) or an open fragment."""
+    from websockets.protocol import OPEN, SERVER, Protocol
+
+    from mediastream.server.media_socket import _at_frame_boundary
+
+    protocol = Protocol(SERVER, state=OPEN)
+    assert _at_frame_boundary(protocol)  # fresh: waiting for a frame
+    frame = _frame(0x1, b"x" * 300)
+    protocol.receive_data(frame[:8])  # the header (16-bit length + mask), no payload
+    assert not protocol.reader.buffer  # consumed: only the parser knows it is mid-frame
+    assert not _at_frame_boundary(protocol)
+    protocol.receive_data(frame[8:])
+    assert _at_frame_boundary(protocol)
+    protocol.receive_data(_frame(0x1, b"first half", fin=False))
+    assert not _at_frame_boundary(protocol)  # a fragmented message is open
+    protocol.receive_data(_frame(0x0, b" and the rest", fin=True))
+    assert _at_frame_boundary(protocol)
+    assert [e.data for e in protocol.events_received()] == [
+        b"x" * 300, b"first half", b" and the rest"
+    ]
