@@ -511,3 +511,15 @@ async def failing_call_beside_a_good_one(
         await ok.send(ok.stop())
         assert (await ok.closed())[0] == 1000
     return bad, closed
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """The next frame a server sends on a raw connection: (opcode, payload); server
+    frames are unmasked and, from us, unfragmented."""
+    first, second = await reader.readexactly(2)
+    n = second & 0x7F
+    if n == 126:
+        n = int.from_bytes(await reader.readexactly(2), "big")
+    elif n == 127:
+        n = int.from_bytes(await reader.readexactly(8), "big")
+    return first & 0x0F, await reader.readexactly(n)

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 from _util_reliability import mediastream_errors, scaled, settled
-from _util_server import FakeProvider, running_server, ulaw_payload
+from _util_server import FakeProvider, read_frame, running_server, ulaw_payload
 from fakes.providers import FakePlivo, FakeTwilio
 
 from bench.bench_hostile import (
@@ -258,14 +258,8 @@ def _text(message: dict[str, object]) -> bytes:
 
 
 async def _read_server_frame(reader: asyncio.StreamReader) -> bytes:
-    """The payload of the next unfragmented, unmasked server text frame (pongs skipped)."""
+    """The payload of the next server text frame (pongs skipped)."""
     while True:
-        first, second = await reader.readexactly(2)
-        n = second & 0x7F
-        if n == 126:
-            n = int.from_bytes(await reader.readexactly(2), "big")
-        elif n == 127:
-            n = int.from_bytes(await reader.readexactly(8), "big")
-        payload = await reader.readexactly(n)
-        if first & 0x0F == 0x1:
+        opcode, payload = await read_frame(reader)
+        if opcode == 0x1:
             return payload

@@ -31,6 +31,7 @@ from audiocodecs.resample import (
     process_to_ulaw_many,
     process_ulaw_many,
 )
+from tests._util_audio import loud
 
 Int16Array = npt.NDArray[np.int16]
 UInt8Array = npt.NDArray[np.uint8]
@@ -66,15 +67,6 @@ def wrong(value: object) -> Any:
 def case_id(case: tuple[tuple[int, int], str]) -> str:
     (a, b), form = case
     return f"{a // 1000}k-{b // 1000}k-{form}"
-
-
-def loud(n: int, seed: int) -> Int16Array:
-    """Loud noise with a full-scale square burst: the filter output overshoots int16."""
-    rng = np.random.default_rng(seed)
-    x = np.clip(np.rint(rng.standard_normal(n) * 14000.0), -32768, 32767).astype(np.int16)
-    burst = min(n // 3, 800)
-    x[n // 3 : n // 3 + burst] = np.where(np.arange(burst) % 40 < 20, 32767, -32768)
-    return x
 
 
 def codes(n: int, seed: int) -> UInt8Array:

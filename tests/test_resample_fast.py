@@ -29,6 +29,7 @@ from audiocodecs import (
     ulaw_encode,
 )
 from audiocodecs.resample import _ALAW_WIDE, _LOW_WORD, _ROUNDING_MAGIC, _ULAW_WIDE
+from tests._util_audio import loud
 
 Int16Array = npt.NDArray[np.int16]
 PAIRS = list(itertools.permutations(SUPPORTED_RATES, 2))
@@ -41,15 +42,6 @@ def wrong(value: object) -> Any:
 
 def pair_id(pair: tuple[int, int]) -> str:
     return f"{pair[0] // 1000}k-{pair[1] // 1000}k"
-
-
-def loud(n: int, seed: int) -> Int16Array:
-    """Loud noise with a full-scale square burst: the filter output overshoots int16."""
-    rng = np.random.default_rng(seed)
-    x = np.clip(np.rint(rng.standard_normal(n) * 14000.0), -32768, 32767).astype(np.int16)
-    burst = min(n // 3, 800)
-    x[n // 3 : n // 3 + burst] = np.where(np.arange(burst) % 40 < 20, 32767, -32768)
-    return x
 
 
 def run(r: StreamResampler, x: Int16Array, chunks: list[int]) -> Int16Array:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _util_reliability import scaled
-from _util_server import FakeProvider, RecordingBot, running_server, ulaw_payload
+from _util_server import FakeProvider, RecordingBot, read_frame, running_server, ulaw_payload
 from websockets.frames import Frame, Opcode
 
 from audiocodecs import resample, ulaw_decode
@@ -63,14 +63,8 @@ async def _server_frames(
     answered as a client does (close frame back, then the TCP close)."""
     frames: list[tuple[int, bytes]] = []
     while True:
-        first, second = await reader.readexactly(2)
-        n = second & 0x7F
-        if n == 126:
-            n = int.from_bytes(await reader.readexactly(2), "big")
-        elif n == 127:
-            n = int.from_bytes(await reader.readexactly(8), "big")
-        frames.append((first & 0x0F, await reader.readexactly(n)))
-        if first & 0x0F == 0x8:
+        frames.append(await read_frame(reader))
+        if frames[-1][0] == 0x8:
             writer.write(_frame(0x8, frames[-1][1][:2]))
             writer.close()
             return frames
