@@ -314,6 +314,34 @@ async def test_a_receiver_that_raises_harms_no_other_result(
     assert "delivering a result failed" in caplog.text
 
 
+@pytest.mark.asyncio
+async def test_a_batch_that_cannot_run_falls_back_frame_by_frame(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Sessions never hand out such frames; if one came anyway, only its own frame may
+    be lost: the rest of its batch is converted one by one, other groups as usual."""
+    batcher = ResampleBatcher(asyncio.get_running_loop())
+    ups = _prepared(8000, 16000, 160, 3)
+    twins = _prepared(8000, 16000, 160, 3)
+    ups[1] = StreamResampler(8000, 16000)  # not prepared: the batch refuses the group
+    fresh_twin = StreamResampler(8000, 16000)
+    downs = _prepared(16000, 8000, 320, 2)
+    got: dict[str, bytes] = {}
+    for i, rs in enumerate(ups):
+        batcher.add_inbound((rs, "pcmu"), _codes(i), lambda d, i=i: got.__setitem__(f"in{i}", d))
+    odd = b"\x01" * 641  # an odd byte count: no conversion can take it
+    for i, rs in enumerate(downs):
+        batcher.add_outbound((rs, "pcmu"), odd, lambda d, i=i: got.__setitem__(f"x{i}", d))
+    with caplog.at_level(logging.ERROR, logger="mediastream.server"):
+        batcher.flush()
+    assert got["in0"] == twins[0].process_ulaw(_codes(0)).tobytes()
+    assert got["in1"] == fresh_twin.process_ulaw(_codes(1)).tobytes()
+    assert got["in2"] == twins[2].process_ulaw(_codes(2)).tobytes()
+    assert "x0" not in got and "x1" not in got and not batcher.pending
+    assert "converting its frames one by one" in caplog.text
+    assert caplog.text.count("converting a frame failed") == 2
+
+
 async def _echo_calls(port: int, seeds: list[int], frames: int) -> dict[int, bytes]:
     """Concurrent echo calls, one per seed; the audio each one got back."""
 

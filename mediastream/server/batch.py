@@ -157,10 +157,16 @@ class ResampleBatcher:
             for start in range(0, len(streams), step):
                 part = streams[start : start + step]
                 b = len(part)
-                if b == 1:
-                    out = one(part[0], datas[start])
-                else:
-                    out = many(part, b"".join(datas[start : start + step]))
+                try:
+                    if b == 1:
+                        out = one(part[0], datas[start])
+                    else:
+                        out = many(part, b"".join(datas[start : start + step]))
+                except Exception:  # cannot happen for what sessions hand out; if it does,
+                    # convert one by one so that only a stream that fails loses its frame
+                    logger.exception("resample batch failed; converting its frames one by one")
+                    self._one_by_one(part, datas[start:], dones[start:], one, inbound)
+                    continue
                 if inbound and _BIG_ENDIAN:  # pragma: no cover - little-endian hosts here
                     out = out.astype("<i2")
                 blob = out.tobytes()
@@ -170,3 +176,25 @@ class ResampleBatcher:
                 )
                 self.frames += b
                 self.products += 1
+
+    def _one_by_one(
+        self,
+        streams: list[StreamResampler],
+        datas: list[bytes],
+        dones: list[Done],
+        one: _One,
+        inbound: bool,
+    ) -> None:
+        for rs, data, done in zip(streams, datas, dones, strict=False):
+            try:
+                out = one(rs, data)
+            except Exception:
+                # Its session notices at its next step (a conversion never returned) and
+                # ends that call with 1011; the other calls are not affected.
+                logger.exception("resample batch: converting a frame failed")
+                continue
+            if inbound and _BIG_ENDIAN:  # pragma: no cover
+                out = out.astype("<i2")
+            self._ready.append((done, out.tobytes()))
+            self.frames += 1
+            self.products += 1
