@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import random
 from typing import Any
@@ -205,3 +206,40 @@ def test_the_boundary_probe_reads_this_websockets_parser_right() -> None:
     assert [e.data for e in protocol.events_received()] == [
         b"x" * 300, b"first half", b" and the rest"
     ]
+
+
+@pytest.mark.asyncio
+async def test_media_and_stop_in_one_read_end_cleanly_while_the_echo_is_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An echo reply still out for conversion when the provider's stop arrives (same
+    read): the stop is parsed only after it, the call ends with 1000 and nothing is
+    logged as an error (a stop parsed early used to make the reply a protocol error)."""
+    from _util_reliability import mediastream_errors
+
+    from mediastream.echo import echo_bot
+
+    started = asyncio.Event()
+
+    async def bot(call: Any) -> None:
+        started.set()
+        await echo_bot(call)
+
+    caplog.set_level(logging.WARNING)
+    async with running_server(bot, bot_sample_rate=16000) as server:
+        for frames in (2, 3, 6):
+            provider = FakeProvider("twilio")
+            started.clear()
+            reader, writer = await _live_socket(server.port, provider)
+            await started.wait()
+            await asyncio.sleep(0.01)  # the echo has set its listener
+            data = b"".join(
+                _text(provider.media(ulaw_payload(1, seed=i))) for i in range(frames)
+            )
+            writer.write(data + _text(provider.stop()))
+            await writer.drain()
+            async with asyncio.timeout(scaled(10)):
+                answered = await _server_frames(reader, writer)
+            closes = [payload for opcode, payload in answered if opcode == 0x8]
+            assert int.from_bytes(closes[0][:2], "big") == 1000, (frames, closes)
+    assert mediastream_errors(caplog.records) == []

@@ -429,13 +429,16 @@ class MediaConnection:
         batch = batcher.add_inbound if batcher is not None else None
         defer = session.defer_audio
         converted_in = session.receive_converted
-        #: A frame of this call is out for conversion (see .batch): the events after
-        #: it wait in ``backlog``, so the bot gets everything in the order it came.
+        #: A frame of this call is out for conversion (see .batch): what arrives after it
+        #: waits in ``backlog`` -- whole messages, not yet parsed, so the protocol's
+        #: state (a ``stop`` parsed ends the stream) never runs ahead of the session's,
+        #: and the rest of a message whose first event went out -- and the bot gets
+        #: everything in the order it came.
         pending = False
-        backlog: deque[Event] = deque()
-        #: handle_event, for converted(); emptied when reading ends, so the two
+        backlog: deque[str | bytes | Event] = deque()
+        #: handle and handle_event, for converted(); emptied when reading ends, so the
         #: closures do not keep each other (and the call) alive as a cycle.
-        stepper: list[Callable[[Event, float], bool]] = []
+        steps: list[Callable[[Any], Any]] = []
 
         def converted(pcm: bytes) -> None:
             # The batch's result for the frame handed out in handle_event (at the end
@@ -446,15 +449,23 @@ class MediaConnection:
                 out = converted_in(pcm)
                 if out:
                     push(out)
-                while backlog and not pending and stepper:
-                    if not stepper[0](backlog.popleft(), clock()):
+                while backlog and not pending and steps:
+                    if self.done:
+                        backlog.clear()
+                        break
+                    item = backlog.popleft()
+                    if type(item) is str or type(item) is bytes:
+                        steps[0](item)
+                    elif not steps[1](item):
                         backlog.clear()
             except Exception as exc:
                 self._fail(exc)
 
-        def handle_event(event: Event, now: float) -> bool:
+        def handle_event(event: Event, now: float | None = None) -> bool:
             """One event; False once the stream stopped."""
             nonlocal pending
+            if now is None:
+                now = clock()
             kind = type(event)
             if kind is AudioReceived:
                 if batch is not None:
@@ -486,14 +497,19 @@ class MediaConnection:
 
         def handle(message: str | bytes) -> None:
             nonlocal timed
-            timed += 1
-            started = perf() if timed & _TIME_EVERY_MASK == 1 else 0.0  # 1st, 9th, ...
             now = clock()
             self.last_rx = now
-            for event in receive(message):
-                if pending:
-                    backlog.append(event)
-                elif not handle_event(event, now):
+            if pending:
+                backlog.append(message)
+                return
+            timed += 1
+            started = perf() if timed & _TIME_EVERY_MASK == 1 else 0.0  # 1st, 9th, ...
+            events = receive(message)
+            for i, event in enumerate(events):
+                if pending:  # the rest of this message goes first, before later ones
+                    backlog.extendleft(reversed(events[i:]))
+                    break
+                if not handle_event(event, now):
                     return
             if started:
                 observe(perf() - started)
@@ -507,7 +523,7 @@ class MediaConnection:
             except Exception as exc:
                 self._fail(exc)
 
-        stepper.append(handle_event)
+        steps += (handle, handle_event)
         ws = self._ws
         ws.direct = handle_now
         count = 0
@@ -529,7 +545,7 @@ class MediaConnection:
             self._fail(exc)
         finally:
             ws.direct = None
-            stepper.clear()
+            steps.clear()
             backlog.clear()
 
     async def _write(
