@@ -634,19 +634,46 @@ def resample(x: Int16Array | BytesLike, in_rate: int, out_rate: int) -> Int16Arr
 class _Batch:
     """Scratch arrays for batches of up to ``cap`` streams of one rate pair and chunk."""
 
-    __slots__ = ("cap", "hist", "n", "out", "rows", "tails", "windows", "x")
+    __slots__ = ("cap", "hist", "matrix", "n", "n_out", "out", "rows", "tails", "views",
+                 "windows", "x")
 
     def __init__(self, stream: StreamResampler, n: int, cap: int) -> None:
         block_in, window = stream._block_in, stream._window
         hist = window - block_in
         rows = n // block_in
         self.cap, self.hist, self.n, self.rows = cap, hist, n, rows
+        self.n_out = rows * stream._block_out
+        self.matrix = stream._matrix
         # Row i: stream i's history then its chunk, laid out like a stream's own buffer.
         self.x = np.empty((cap, hist + n), dtype=np.float64)
         # The product wants contiguous windows: BLAS cannot read the overlapping view.
         self.windows = np.empty((cap * rows, window), dtype=np.float64)
         self.out = np.empty((cap * rows, stream._block_out), dtype=np.float64)
         self.tails = [self.x[i, n : n + hist] for i in range(cap)]
+        # Per batch size: the views a batch uses (made once; they cost more than a
+        # small batch's arithmetic).
+        self.views: dict[int, tuple[F64Array, ...]] = {}
+
+    def views_for(self, b: int) -> tuple[F64Array, ...]:
+        """(histories, chunks, overlapping windows, their copy (3-D), the same 2-D,
+        product, product as (b, outputs)) for a batch of ``b`` streams."""
+        views = self.views.get(b)
+        if views is None:
+            x, hist, rows = self.x, self.hist, self.rows
+            window = self.windows.shape[1]
+            block_in = (x.shape[1] - hist) // rows
+            windows = self.windows[: b * rows]
+            out = self.out[: b * rows]
+            views = self.views[b] = (
+                x[:b, :hist],
+                x[:b, hist:],
+                _ndarray((b, rows, window), _F64, x, 0, (x.strides[0], block_in * 8, 8)),
+                windows.reshape(b, rows, window),
+                windows,
+                out,
+                out.reshape(b, self.n_out),
+            )
+        return views
 
 
 _batches = threading.local()
@@ -654,18 +681,22 @@ _batches = threading.local()
 
 def _batch_for(streams: Sequence[StreamResampler], n: int) -> _Batch:
     first = streams[0]
-    key = (first._in_rate, first._out_rate, n)
-    for stream in streams:
-        if not stream.prepared(n) or stream._in_rate != key[0] or stream._out_rate != key[1]:
-            raise ValueError(
-                f"every stream must resample {key[0]} -> {key[1]} Hz and be prepared for "
-                f"chunks of {n} samples (see StreamResampler.prepared)"
-            )
+    matrix = first._matrix
+    b = len(streams)
+    if (
+        not all(s._fast_n == n and s._aligned and s._matrix is matrix for s in streams)
+        or first._design is None
+        or len({id(s) for s in streams}) != b
+    ):
+        raise ValueError(
+            f"every stream must be distinct, resample {first._in_rate} -> {first._out_rate} "
+            f"Hz and be prepared for chunks of {n} samples (see StreamResampler.prepared)"
+        )
     cache: dict[tuple[int, int, int], _Batch] | None = getattr(_batches, "cache", None)
     if cache is None:
         cache = _batches.cache = {}
+    key = (first._in_rate, first._out_rate, n)
     batch = cache.get(key)
-    b = len(streams)
     if batch is None or batch.cap < b:
         cap = 16
         while cap < b:
@@ -675,25 +706,18 @@ def _batch_for(streams: Sequence[StreamResampler], n: int) -> _Batch:
 
 
 def _run_batch(streams: Sequence[StreamResampler], batch: _Batch) -> F64Array:
-    """The product for ``batch.x[:B, hist:]`` already filled; returns (B, outputs) float64."""
-    b = len(streams)
-    hist, n, rows = batch.hist, batch.n, batch.rows
-    x = batch.x
-    first = streams[0]
-    block_in, window = first._block_in, first._window
-    np.concatenate([s._fast[8] for s in streams], axis=0, out=x[:b, :hist])
-    view = _ndarray((b, rows, window), _F64, x, 0, (x.strides[0], block_in * 8, 8))
-    windows = batch.windows[: b * rows]
-    windows.reshape(b, rows, window)[...] = view
-    out = batch.out[: b * rows]
-    _dot(windows, first._matrix, out=out)
-    tails = batch.tails
-    n_out = rows * first._block_out
-    for i, stream in enumerate(streams):
-        stream._fast[4][...] = tails[i]
+    """The product for the chunks already in ``batch.views_for(B)[1]``; returns the
+    (B, outputs) float64 result (a view of the scratch)."""
+    hists, _, view, windows3, windows, out, result = batch.views_for(len(streams))
+    np.concatenate([s._fast[8] for s in streams], axis=0, out=hists)
+    windows3[...] = view
+    _dot(windows, batch.matrix, out=out)
+    n, n_out = batch.n, batch.n_out
+    for stream, tail in zip(streams, batch.tails, strict=False):
+        stream._fast[4][...] = tail
         stream._n_in += n
         stream._n_out += n_out
-    return out.reshape(b, n_out)
+    return result
 
 
 def _check_rows(x: object, b: int) -> None:
@@ -714,7 +738,7 @@ def _codes_in(
     if rest:
         raise ValueError(f"{idx.shape[0]} codes do not split into {b} equal chunks")
     batch = _batch_for(streams, n)
-    table.take(idx.reshape(b, n), out=batch.x[:b, batch.hist :], mode="wrap")
+    table.take(idx.reshape(b, n), out=batch.views_for(b)[1], mode="wrap")
     y = _run_batch(streams, batch)
     _clip(y, _LO, _HI, out=y)
     _rint(y, out=y)
@@ -736,7 +760,7 @@ def _samples_in(
     if rest:
         raise ValueError(f"{samples.shape[0]} samples do not split into {b} equal chunks")
     batch = _batch_for(streams, n)
-    batch.x[:b, batch.hist :] = samples.reshape(b, n)
+    batch.views_for(b)[1][...] = samples.reshape(b, n)
     return batch, _run_batch(streams, batch)
 
 

@@ -416,3 +416,16 @@ def test_a_2d_input_needs_one_row_per_stream() -> None:
     expect_error(ValueError, "shape", "codes in 4 rows", process_ulaw_many, codes,
                  np.zeros((4, 80), dtype=np.uint8))
     assert process_many(streams, np.zeros((5, 160), dtype=np.int16)).shape == (5, 80)
+
+
+def test_the_same_stream_twice_in_one_batch_is_refused() -> None:
+    """Two chunks of one stream must run one after the other (the second needs the
+    first's history): a batch cannot do that, so it refuses and changes nothing."""
+    stream, control = (StreamResampler(8000, 16000) for _ in range(2))
+    other = StreamResampler(8000, 16000)
+    for s in (stream, control, other):
+        s.process_ulaw(bytes(160))
+    expect_error(ValueError, "distinct", "a stream twice", process_ulaw_many,
+                 [stream, other, stream], bytes(480))
+    chunk = codes(160, seed=5)
+    assert_same(stream.process_ulaw(chunk), control.process_ulaw(chunk), "after the refusal")
