@@ -383,11 +383,14 @@ async def test_batched_resampling_sends_every_call_exactly_the_unbatched_audio()
             _echo_calls(batched.port, seeds, 40), _echo_calls(single.port, seeds, 40)
         )
         frames, products = batched.batcher.frames, batched.batcher.products
+        exposition = batched.metrics.render()[0].decode()
     for seed in seeds:
         assert got[seed] == want[seed], seed
     assert len({want[seed] for seed in seeds}) == len(seeds)  # distinct calls, distinct audio
     assert frames >= len(seeds) * 30 * 2  # both directions, nearly every frame
     assert products < frames  # several calls per product
+    assert f"mediastream_resample_batch_frames_total {float(frames)}" in exposition
+    assert f"mediastream_resample_batch_products_total {float(products)}" in exposition
 
 
 @pytest.mark.asyncio

@@ -68,15 +68,21 @@ class ResampleBatcher:
     Args:
         loop: the event loop whose turns delimit a batch.
         max_batch: streams per product at most.
+        on_converted: called with (frames, products) after each conversion pass.
     """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, max_batch: int = DEFAULT_MAX_BATCH
+        self,
+        loop: asyncio.AbstractEventLoop,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        on_converted: Callable[[int, int], None] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self._loop = loop
         self._max = max_batch
+        #: Told (frames, products) after each conversion pass (the server's metrics).
+        self._on_converted = on_converted
         self._in: dict[tuple[str, int, int, int], _Group] = {}
         self._out: dict[tuple[str, int, int, int], _Group] = {}
         self._ready: deque[tuple[Done, bytes]] = deque()
@@ -144,6 +150,18 @@ class ResampleBatcher:
                 return
 
     def _convert(
+        self,
+        groups: dict[tuple[str, int, int, int], _Group],
+        fns: dict[str, tuple[_Many, _One]],
+        *,
+        inbound: bool,
+    ) -> None:
+        frames, products = self.frames, self.products
+        self._convert_groups(groups, fns, inbound=inbound)
+        if self._on_converted is not None:
+            self._on_converted(self.frames - frames, self.products - products)
+
+    def _convert_groups(
         self,
         groups: dict[tuple[str, int, int, int], _Group],
         fns: dict[str, tuple[_Many, _One]],

@@ -125,6 +125,16 @@ class ServerMetrics:
             "Inbound audio frames dropped because a bot stopped reading its events.",
             registry=r,
         )
+        self.batch_frames = Counter(
+            "mediastream_resample_batch_frames",
+            "Frames resampled by the per-loop-turn batch (both directions).",
+            registry=r,
+        )
+        self.batch_products = Counter(
+            "mediastream_resample_batch_products",
+            "Products the resampling batch ran (frames / products = mean batch size).",
+            registry=r,
+        )
         self.send_queue = Gauge(
             "mediastream_send_queue_frames",
             "Outbound wire frames queued for pacing, summed over live calls.",

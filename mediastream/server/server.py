@@ -225,7 +225,13 @@ class MediaStreamServer:
     async def _start(self) -> None:
         config = self.config
         if config.batch_resampling:
-            self.batcher = ResampleBatcher(asyncio.get_running_loop())
+            frames, products = self.metrics.batch_frames.inc, self.metrics.batch_products.inc
+
+            def count(n_frames: int, n_products: int) -> None:
+                frames(n_frames)
+                products(n_products)
+
+            self.batcher = ResampleBatcher(asyncio.get_running_loop(), on_converted=count)
         self._clients = await control.start(config)
         app = self._app if self._app is not None else web.Application()
         mount(app, self)
