@@ -243,3 +243,69 @@ async def test_media_and_stop_in_one_read_end_cleanly_while_the_echo_is_out(
             closes = [payload for opcode, payload in answered if opcode == 0x8]
             assert int.from_bytes(closes[0][:2], "big") == 1000, (frames, closes)
     assert mediastream_errors(caplog.records) == []
+
+
+@pytest.mark.asyncio
+async def test_random_frame_mixes_cut_at_random_reach_each_bot_exactly() -> None:
+    """Twelve calls, each a random mix of media, short and fragmented DTMF messages and
+    pings, cut into random pieces: each bot gets its DTMF in order between the right
+    audio frames, and exactly its caller's audio (three calls at a time share batches)."""
+    calls: dict[str, list[Any]] = {}
+    done: dict[str, asyncio.Event] = {}
+
+    async def bot(call: Any) -> None:
+        events = calls.setdefault(call.info.call_id, [])
+        async for event in call:
+            events.append(event)
+        done.setdefault(call.info.call_id, asyncio.Event()).set()
+
+    async def one(seed: int, port: int) -> None:
+        rng = random.Random(seed)
+        provider = FakeProvider("twilio")
+        reader, writer = await _live_socket(port, provider)
+        sent = ulaw_payload(8, seed=seed)
+        data, expected, frame = b"", [], 0
+        while frame < 8:
+            roll = rng.random()
+            if roll < 0.6 or frame == 0:
+                data += _text(provider.media(sent[frame * 160 : (frame + 1) * 160]))
+                expected.append("audio")
+                frame += 1
+            elif roll < 0.75:
+                digit = rng.choice("0123456789*#")
+                short = provider.dtmf(digit)
+                del short["dtmf"]["track"]
+                data += _text(short)
+                expected.append(digit)
+            elif roll < 0.9:
+                digit = rng.choice("0123456789")
+                long = json.dumps(provider.dtmf(digit)).encode()
+                cut = rng.randint(1, len(long) - 1)
+                data += _frame(0x1, long[:cut], fin=False)
+                if rng.random() < 0.5:
+                    data += _frame(0x9, b"ping")
+                data += _frame(0x0, long[cut:], fin=True)
+                expected.append(digit)
+            else:
+                data += _frame(0x9, os.urandom(rng.randint(0, 20)))
+        data += _text(provider.stop())
+        reading = asyncio.create_task(_server_frames(reader, writer))
+        await _write(writer, data, rng.choice(["whole", "pieces", "crumbs"]), seed)
+        async with asyncio.timeout(scaled(20)):
+            await reading
+            await done.setdefault(provider.call_id, asyncio.Event()).wait()
+        events = calls[provider.call_id]
+        kinds = [e.digit if isinstance(e, DtmfPressed) else "audio" for e in events]
+        assert kinds[: len(expected)] == expected, (seed, kinds)
+        assert set(kinds[len(expected) :]) <= {"audio"}, (seed, kinds)
+        heard = np.frombuffer(b"".join(e.pcm for e in bot_audio(events)), dtype="<i2")
+        want = resample(ulaw_decode(sent), 8000, 16000)
+        assert np.array_equal(heard[len(heard) - len(want) :], want), seed
+
+    async with running_server(bot, bot_sample_rate=16000) as server:
+        for first in range(0, 12, 3):
+            await asyncio.gather(*(one(seed, server.port) for seed in range(first, first + 3)))
+
+
+def bot_audio(events: list[Any]) -> list[InboundAudio]:
+    return [e for e in events if isinstance(e, InboundAudio)]
