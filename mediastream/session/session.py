@@ -244,24 +244,13 @@ class CallSession:
         fmt = event.format
         if fmt is not self._in_fmt and fmt != self._in_fmt:
             return None
-        mode = self._key_mode
-        if mode == _CHUNK:
-            key = event.chunk
-        elif mode == _SEQUENCE:
-            key = event.sequence
-        elif mode == _NO_KEY:
-            key = None
-        else:
-            return None
-        reorder = self._reorder
-        if key is not None and (key != reorder.expected or reorder.holding):
-            return None
         rs = self._inbound.batchable(event.payload)
         if rs is None:
             return None
+        key = self._key(event)
+        if key is not None and not self._in_order(key):
+            return None
         self.stats.frames_in += 1
-        if key is not None:
-            reorder.expected = key + 1
         self._deferred_in += 1
         return rs, fmt.encoding
 
@@ -354,29 +343,38 @@ class CallSession:
             logger.info("call %s: inbound format changed to %s", self._call_id, fmt)
             self._in_fmt = fmt
             changed = inbound.set_format(fmt)
-        mode = self._key_mode
-        if mode == _CHUNK:
-            key = event.chunk
-        elif mode == _SEQUENCE:
-            key = event.sequence
-        elif mode == 0:
-            key = self._choose_key_mode(event)
-        else:
-            key = None
-        reorder = self._reorder
+        key = self._key(event)
         out: list[CallEvent]
-        if key is None or (key == reorder.expected and not reorder.holding):
+        if key is None or self._in_order(key):
             # In order (the common case): straight through, no added latency.
-            if key is not None:
-                reorder.expected = key + 1
             out = inbound.feed(event.payload)
         else:
-            out = self._feed_items(reorder.push(key, event.payload, now))
+            out = self._feed_items(self._reorder.push(key, event.payload, now))
         if changed:
             out[:0] = changed
         if self._events:
             out[:0] = self._take_events()
         return out
+
+    def _key(self, event: AudioReceived) -> int | None:
+        """The frame's reorder key (chunk or sequence number) in this stream's key mode."""
+        mode = self._key_mode
+        if mode == _CHUNK:
+            return event.chunk
+        if mode == _SEQUENCE:
+            return event.sequence
+        if mode == 0:
+            return self._choose_key_mode(event)
+        return None
+
+    def _in_order(self, key: int) -> bool:
+        """True when the frame of ``key`` is the next one and nothing is held: it goes
+        straight through, and the next key is expected."""
+        reorder = self._reorder
+        if key != reorder.expected or reorder.holding:
+            return False
+        reorder.expected = key + 1
+        return True
 
     def _choose_key_mode(self, event: AudioReceived) -> int | None:
         # Twilio and Plivo number chunks per track; Telnyx does too. Sequence numbers count
