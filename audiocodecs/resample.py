@@ -156,7 +156,7 @@ def _check_rate(name: str, rate: object) -> int:
 
 
 def _to_int16(y: F64Array) -> Int16Array:
-    """Round a scratch float64 vector to a new int16 array, saturating (overwrites ``y``)."""
+    """Round a scratch float64 array to a new int16 array, saturating (overwrites ``y``)."""
     _clip(y, _LO, _HI, out=y)
     _rint(y, out=y)
     return y.astype(_I16)
@@ -634,14 +634,15 @@ def resample(x: Int16Array | BytesLike, in_rate: int, out_rate: int) -> Int16Arr
 class _Batch:
     """Scratch arrays for batches of up to ``cap`` streams of one rate pair and chunk."""
 
-    __slots__ = ("cap", "hist", "matrix", "n", "n_out", "out", "rows", "tails", "views",
-                 "windows", "x")
+    __slots__ = ("block_in", "cap", "hist", "matrix", "n", "n_out", "out", "rows", "tails",
+                 "views", "windows", "x")
 
     def __init__(self, stream: StreamResampler, n: int, cap: int) -> None:
         block_in, window = stream._block_in, stream._window
         hist = window - block_in
         rows = n // block_in
         self.cap, self.hist, self.n, self.rows = cap, hist, n, rows
+        self.block_in = block_in
         self.n_out = rows * stream._block_out
         self.matrix = stream._matrix
         # Row i: stream i's history then its chunk, laid out like a stream's own buffer.
@@ -659,9 +660,8 @@ class _Batch:
         product, product as (b, outputs)) for a batch of ``b`` streams."""
         views = self.views.get(b)
         if views is None:
-            x, hist, rows = self.x, self.hist, self.rows
+            x, hist, rows, block_in = self.x, self.hist, self.rows, self.block_in
             window = self.windows.shape[1]
-            block_in = (x.shape[1] - hist) // rows
             windows = self.windows[: b * rows]
             out = self.out[: b * rows]
             views = self.views[b] = (
@@ -739,15 +739,11 @@ def _codes_in(
         raise ValueError(f"{idx.shape[0]} codes do not split into {b} equal chunks")
     batch = _batch_for(streams, n)
     table.take(idx.reshape(b, n), out=batch.views_for(b)[1], mode="wrap")
-    y = _run_batch(streams, batch)
-    _clip(y, _LO, _HI, out=y)
-    _rint(y, out=y)
-    return y.astype(_I16)
+    return _to_int16(_run_batch(streams, batch))
 
 
-def _samples_in(
-    streams: Sequence[StreamResampler], x: Int16Array | BytesLike
-) -> tuple[_Batch, F64Array] | None:
+def _samples_in(streams: Sequence[StreamResampler], x: Int16Array | BytesLike) -> F64Array | None:
+    """The (B, outputs) product for int16 chunks; ``None`` for no streams."""
     if not streams:
         return None
     b = len(streams)
@@ -761,7 +757,7 @@ def _samples_in(
         raise ValueError(f"{samples.shape[0]} samples do not split into {b} equal chunks")
     batch = _batch_for(streams, n)
     batch.views_for(b)[1][...] = samples.reshape(b, n)
-    return batch, _run_batch(streams, batch)
+    return _run_batch(streams, batch)
 
 
 def process_many(streams: Sequence[StreamResampler], x: Int16Array | BytesLike) -> Int16Array:
@@ -783,13 +779,8 @@ def process_many(streams: Sequence[StreamResampler], x: Int16Array | BytesLike) 
         ValueError: a stream of another rate pair or not prepared for the chunk size, or
         input that does not split into ``B`` equal chunks.
     """
-    done = _samples_in(streams, x)
-    if done is None:
-        return np.zeros((0, 0), dtype=np.int16)
-    y = done[1]
-    _clip(y, _LO, _HI, out=y)
-    _rint(y, out=y)
-    return y.astype(_I16)
+    y = _samples_in(streams, x)
+    return np.zeros((0, 0), dtype=np.int16) if y is None else _to_int16(y)
 
 
 def process_ulaw_many(
@@ -815,10 +806,9 @@ def _to_codes(
     table: UInt8Array,
     wide: UInt8Array,
 ) -> UInt8Array:
-    done = _samples_in(streams, x)
-    if done is None:
+    y = _samples_in(streams, x)
+    if y is None:
         return np.zeros((0, 0), dtype=np.uint8)
-    y = done[1]
     if not streams[0]._wide:
         _clip(y, _LO, _HI, out=y)
         wide = table
