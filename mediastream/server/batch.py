@@ -157,18 +157,6 @@ class ResampleBatcher:
         inbound: bool,
     ) -> None:
         frames, products = self.frames, self.products
-        self._convert_groups(groups, fns, inbound=inbound)
-        if self._on_converted is not None:
-            self._on_converted(self.frames - frames, self.products - products)
-
-    def _convert_groups(
-        self,
-        groups: dict[tuple[str, int, int, int], _Group],
-        fns: dict[str, tuple[_Many, _One]],
-        *,
-        inbound: bool,
-    ) -> None:
-        ready = self._ready
         step = self._max
         for key, (streams, datas, dones) in groups.items():
             many, one = fns[key[0]]
@@ -185,15 +173,15 @@ class ResampleBatcher:
                     logger.exception("resample batch failed; converting its frames one by one")
                     self._one_by_one(part, datas[start:], dones[start:], one, inbound)
                     continue
-                if inbound and _BIG_ENDIAN:  # pragma: no cover - little-endian hosts here
-                    out = out.astype("<i2")
-                blob = out.tobytes()
+                blob = _wire_bytes(out, inbound)
                 size = len(blob) // b
-                ready.extend(
+                self._ready.extend(
                     (dones[start + i], blob[i * size : (i + 1) * size]) for i in range(b)
                 )
                 self.frames += b
                 self.products += 1
+        if self._on_converted is not None:
+            self._on_converted(self.frames - frames, self.products - products)
 
     def _one_by_one(
         self,
@@ -211,8 +199,13 @@ class ResampleBatcher:
                 # ends that call with 1011; the other calls are not affected.
                 logger.exception("resample batch: converting a frame failed")
                 continue
-            if inbound and _BIG_ENDIAN:  # pragma: no cover
-                out = out.astype("<i2")
-            self._ready.append((done, out.tobytes()))
+            self._ready.append((done, _wire_bytes(out, inbound)))
             self.frames += 1
             self.products += 1
+
+
+def _wire_bytes(out: np.ndarray, inbound: bool) -> bytes:
+    """A conversion's rows as bytes: int16 PCM little-endian (inbound), codes (outbound)."""
+    if inbound and _BIG_ENDIAN:  # pragma: no cover - little-endian hosts here
+        out = out.astype("<i2")
+    return out.tobytes()
