@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -513,6 +514,9 @@ async def failing_call_beside_a_good_one(
     return bad, closed
 
 
+# --------------------------------------------------------------------------- raw frames
+
+
 async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     """The next frame a server sends on a raw connection: (opcode, payload); server
     frames are unmasked and, from us, unfragmented."""
@@ -523,3 +527,28 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     elif n == 127:
         n = int.from_bytes(await reader.readexactly(8), "big")
     return first & 0x0F, await reader.readexactly(n)
+
+
+def upgrade_request(path: str) -> bytes:
+    """A WebSocket upgrade request head for ``path`` (RFC 6455 §4.1)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+
+
+def client_frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True) -> bytes:
+    """One client frame (RFC 6455 §5.2), any length, masked unless told otherwise."""
+    n = len(payload)
+    if n < 126:
+        length = bytes([n])
+    elif n < 65536:
+        length = bytes([126]) + n.to_bytes(2, "big")
+    else:
+        length = bytes([127]) + n.to_bytes(8, "big")
+    first = bytes([(0x80 if fin else 0) | opcode])
+    if not masked:
+        return first + length + payload
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return first + bytes([length[0] | 0x80]) + length[1:] + mask + body

@@ -14,14 +14,20 @@ import asyncio
 import base64
 import json
 import logging
-import os
 import socket
 from typing import Any
 
 import aiohttp
 import pytest
 from _util_reliability import mediastream_errors, scaled, settled
-from _util_server import FakeProvider, read_frame, running_server, ulaw_payload
+from _util_server import (
+    FakeProvider,
+    client_frame,
+    read_frame,
+    running_server,
+    ulaw_payload,
+    upgrade_request,
+)
 from fakes.providers import FakePlivo, FakeTwilio
 
 from bench.bench_hostile import (
@@ -92,7 +98,7 @@ async def test_a_ping_flood_from_a_peer_that_reads_nothing_is_cut_off(
         sock.setblocking(False)
         with sock:
             await loop.sock_connect(sock, ("127.0.0.1", server.port))
-            await loop.sock_sendall(sock, _upgrade("/ws/twilio"))
+            await loop.sock_sendall(sock, upgrade_request("/ws/twilio"))
             assert (await loop.sock_recv(sock, 1024)).startswith(b"HTTP/1.1 101")
             pings = _masked_frame(0x9, b"p" * 125) * 256
             with pytest.raises((ConnectionResetError, BrokenPipeError)):
@@ -120,7 +126,7 @@ async def test_frames_sent_before_the_101_are_read_after_it() -> None:
                            "payload": base64.b64encode(payload).decode()}}
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         ping = _masked_frame(0x9, b"early")
-        writer.write(_upgrade("/ws/twilio") + ping + _text(start) + _text(media))
+        writer.write(upgrade_request("/ws/twilio") + ping + _text(start) + _text(media))
         async with asyncio.timeout(scaled(10)):
             head = await reader.readuntil(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 101"), head
@@ -140,7 +146,7 @@ async def test_an_upgrade_then_half_close_is_answered_and_ends_quietly(
     caplog.set_level(logging.INFO)
     async with running_server(echo_bot) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(_upgrade("/ws/telnyx"))
+        writer.write(upgrade_request("/ws/telnyx"))
         writer.write_eof()
         async with asyncio.timeout(scaled(10)):
             data = await reader.read()
@@ -235,26 +241,9 @@ async def test_a_flooding_peer_lets_the_event_loop_run_between_batches() -> None
 # ------------------------------------------------------------------ raw WebSocket bits
 
 
-def _upgrade(path: str) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n").encode()
-
-
 def _text(message: dict[str, object]) -> bytes:
     """One masked client text frame (RFC 6455 §5.2), any length."""
-    payload = json.dumps(message).encode()
-    mask = os.urandom(4)
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    n = len(payload)
-    if n < 126:
-        length = bytes([0x80 | n])
-    elif n < 65536:
-        length = bytes([0x80 | 126]) + n.to_bytes(2, "big")
-    else:
-        length = bytes([0x80 | 127]) + n.to_bytes(8, "big")
-    return bytes([0x81]) + length + mask + body
+    return client_frame(0x1, json.dumps(message).encode())
 
 
 async def _read_server_frame(reader: asyncio.StreamReader) -> bytes:

@@ -11,7 +11,6 @@ on, so the connection's backlog behind a frame out for conversion is exercised t
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import os
@@ -21,7 +20,15 @@ from typing import Any
 import numpy as np
 import pytest
 from _util_reliability import scaled
-from _util_server import FakeProvider, RecordingBot, read_frame, running_server, ulaw_payload
+from _util_server import (
+    FakeProvider,
+    RecordingBot,
+    client_frame,
+    read_frame,
+    running_server,
+    ulaw_payload,
+    upgrade_request,
+)
 from websockets.frames import Frame, Opcode
 
 from audiocodecs import resample, ulaw_decode
@@ -29,32 +36,8 @@ from mediastream.call import CallEnded, DtmfPressed, InboundAudio
 from mediastream.server.media_socket import text_frame_header
 
 
-def _frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True) -> bytes:
-    """One client frame (RFC 6455 §5.2), any length, masked unless told otherwise."""
-    n = len(payload)
-    if n < 126:
-        length = bytes([n])
-    elif n < 65536:
-        length = bytes([126]) + n.to_bytes(2, "big")
-    else:
-        length = bytes([127]) + n.to_bytes(8, "big")
-    first = bytes([(0x80 if fin else 0) | opcode])
-    if not masked:
-        return first + length + payload
-    mask = os.urandom(4)
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return first + bytes([length[0] | 0x80]) + length[1:] + mask + body
-
-
 def _text(message: dict[str, Any]) -> bytes:
-    return _frame(0x1, json.dumps(message, separators=(",", ":")).encode())
-
-
-def _upgrade(path: str) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    return client_frame(0x1, json.dumps(message, separators=(",", ":")).encode())
 
 
 async def _server_frames(
@@ -66,7 +49,7 @@ async def _server_frames(
     while True:
         frames.append(await read_frame(reader))
         if frames[-1][0] == 0x8:
-            writer.write(_frame(0x8, frames[-1][1][:2]))
+            writer.write(client_frame(0x8, frames[-1][1][:2]))
             writer.close()
             return frames
 
@@ -76,7 +59,7 @@ async def _live_socket(
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A raw client past the upgrade, with the provider's opening messages sent."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(_upgrade(provider.path()))
+    writer.write(upgrade_request(provider.path()))
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101"), head
     opening = provider.connected()
@@ -124,8 +107,8 @@ async def test_frames_split_anywhere_reach_the_bot_in_order_and_exact(chunking: 
         long = json.dumps(provider.dtmf("7")).encode()
         data = b"".join(_text(provider.media(f)) for f in frames[:3])
         data += _text(short) + _text(provider.media(frames[3]))
-        data += _frame(0x1, long[:20], fin=False) + _frame(0x9, b"are you there")
-        data += _frame(0x0, long[20:40], fin=False) + _frame(0x0, long[40:], fin=True)
+        data += client_frame(0x1, long[:20], fin=False) + client_frame(0x9, b"are you there")
+        data += client_frame(0x0, long[20:40], fin=False) + client_frame(0x0, long[40:], fin=True)
         data += b"".join(_text(provider.media(f)) for f in frames[4:])
         data += _text(provider.stop())
         reading = asyncio.create_task(_server_frames(reader, writer))
@@ -151,10 +134,10 @@ async def test_frames_split_anywhere_reach_the_bot_in_order_and_exact(chunking: 
 @pytest.mark.parametrize(
     ("bad", "code"),
     [
-        (_frame(0x1, b'{"event":"media","bad":"\xff\xfe"}'), 1007),  # invalid UTF-8
-        (_frame(0x1, b"x" * 70_000), 1009),  # over max_message_size
-        (_frame(0x1, b'{"event":"dtmf"}', masked=False), 1002),  # clients must mask
-        (_frame(0x0, b"orphan", fin=True), 1002),  # continuation without a start
+        (client_frame(0x1, b'{"event":"media","bad":"\xff\xfe"}'), 1007),  # invalid UTF-8
+        (client_frame(0x1, b"x" * 70_000), 1009),  # over max_message_size
+        (client_frame(0x1, b'{"event":"dtmf"}', masked=False), 1002),  # clients must mask
+        (client_frame(0x0, b"orphan", fin=True), 1002),  # continuation without a start
     ],
     ids=["invalid-utf8", "too-big", "unmasked", "orphan-continuation"],
 )
@@ -193,15 +176,15 @@ def test_the_boundary_probe_reads_this_websockets_parser_right() -> None:
 
     protocol = Protocol(SERVER, state=OPEN)
     assert _at_frame_boundary(protocol)  # fresh: waiting for a frame
-    frame = _frame(0x1, b"x" * 300)
+    frame = client_frame(0x1, b"x" * 300)
     protocol.receive_data(frame[:8])  # the header (16-bit length + mask), no payload
     assert not protocol.reader.buffer  # consumed: only the parser knows it is mid-frame
     assert not _at_frame_boundary(protocol)
     protocol.receive_data(frame[8:])
     assert _at_frame_boundary(protocol)
-    protocol.receive_data(_frame(0x1, b"first half", fin=False))
+    protocol.receive_data(client_frame(0x1, b"first half", fin=False))
     assert not _at_frame_boundary(protocol)  # a fragmented message is open
-    protocol.receive_data(_frame(0x0, b" and the rest", fin=True))
+    protocol.receive_data(client_frame(0x0, b" and the rest", fin=True))
     assert _at_frame_boundary(protocol)
     assert [e.data for e in protocol.events_received()] == [
         b"x" * 300, b"first half", b" and the rest"
@@ -281,13 +264,13 @@ async def test_random_frame_mixes_cut_at_random_reach_each_bot_exactly() -> None
                 digit = rng.choice("0123456789")
                 long = json.dumps(provider.dtmf(digit)).encode()
                 cut = rng.randint(1, len(long) - 1)
-                data += _frame(0x1, long[:cut], fin=False)
+                data += client_frame(0x1, long[:cut], fin=False)
                 if rng.random() < 0.5:
-                    data += _frame(0x9, b"ping")
-                data += _frame(0x0, long[cut:], fin=True)
+                    data += client_frame(0x9, b"ping")
+                data += client_frame(0x0, long[cut:], fin=True)
                 expected.append(digit)
             else:
-                data += _frame(0x9, os.urandom(rng.randint(0, 20)))
+                data += client_frame(0x9, os.urandom(rng.randint(0, 20)))
         data += _text(provider.stop())
         reading = asyncio.create_task(_server_frames(reader, writer))
         await _write(writer, data, rng.choice(["whole", "pieces", "crumbs"]), seed)
