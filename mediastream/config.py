@@ -94,6 +94,10 @@ class Config:
     #: Resample the common-case frames of all calls together, once per event-loop turn
     #: (identical audio, less CPU at many calls; see mediastream.server.batch).
     batch_resampling: bool = True
+    #: Parse a live call's whole, masked, unfragmented text frames ourselves (RFC 6455
+    #: §5.2) instead of handing every frame to websockets' parser; same answers, less
+    #: CPU (see docs/server.md). Off only to compare the two or to rule the fast path out.
+    fast_frames: bool = True
 
     # --- security
     #: Bearer token for /dialout and call control; the endpoints are off without it.

@@ -75,6 +75,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "identical audio, less CPU)",
     )
     parser.add_argument(
+        "--fast-frames",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="parse a live call's plain text frames without websockets' parser (default on; "
+        "same answers, less CPU)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING ...)"
     )
     parser.set_defaults(func=run)
@@ -98,6 +105,7 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
         "workers": args.workers,
         "agents": ",".join(agents) if args.agent else None,
         "batch_resampling": args.batch_resampling,
+        "fast_frames": args.fast_frames,
     }
     for flag, field, _kind, _text in _LIMITS:
         changes[field] = getattr(args, flag.lstrip("-").replace("-", "_"))

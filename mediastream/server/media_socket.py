@@ -121,10 +121,12 @@ class MediaSocket(ServerConnection):
     _batch: int = 0
     #: websockets' parser is known to stand between frames (nothing fed since checked).
     _synced: bool = False
+    #: Config.fast_frames: False hands every frame to websockets' parser.
+    fast: bool = True
 
     def data_received(self, data: bytes) -> None:
         self._batch = 0
-        pos = self._fast_frames(data) if self.direct is not None else 0
+        pos = self._fast_frames(data) if self.direct is not None and self.fast else 0
         if pos < len(data):
             self._synced = False
             super().data_received(data[pos:] if pos else data)

@@ -382,6 +382,7 @@ class MediaStreamServer:
             max_queue=MAX_QUEUE,
             write_limit=WRITE_LIMIT,
         )
+        connection.fast = self.config.fast_frames
         transport.set_protocol(connection)
         connection.connection_made(transport)  # starts _ws_handler
         # Only the head until the handshake is done: a client must send nothing before
