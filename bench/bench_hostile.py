@@ -3,7 +3,7 @@
 Each :class:`Case` plays one kind of bad peer and reports the answer it got: an HTTP
 status (``HTTP 400``), a WebSocket close code (``close 1007``), ``dropped`` (the server
 cut the TCP connection without an answer) or ``-`` (the peer left first and expects
-nothing). The expected answer is the documented one (DESIGN.md §3, README "Limits and
+nothing). The expected answer is the documented one (docs/design.md §3, README "Limits and
 close codes"): 400 garbage or TLS on a plain port, 408 slow head or body, 431 huge head,
 413 huge body, 404 unknown media path, 426 media path without upgrade, 403 forged
 signature or token, 1002 out of order, 1003 binary or unsupported codec, 1007 bad JSON,

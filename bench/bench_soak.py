@@ -119,7 +119,7 @@ def serve_main(argv: Sequence[str]) -> int:
             "objects": len(gc.get_objects()),
             "media_connections": server.media_connections,
             "active_calls": server.active_calls,
-            "pending_heads": len(server._pending_heads),
+            "pending_heads": len(server._listener.pending_heads) if server._listener else 0,
         }
         if request.query.get("trim"):
             # Give the C allocator's free memory back to the OS first: what is left

@@ -407,11 +407,12 @@ class MediaStreamOutputTransport(BaseOutputTransport):
             self._call.clear()
 
     async def write_dtmf(self, frame: OutputDTMFFrame | OutputDTMFUrgentFrame) -> None:
-        """Play keys into the call: Plivo's socket ``sendDTMF``, else their dual tones."""
+        """Play keys into the call: on the socket where the provider can (Plivo's
+        ``sendDTMF``), else as their dual tones."""
         digits = "".join(button.value for button in frame.buttons or ())
         if not digits or self._call.ended:
             return
-        if self._call.info.provider == "plivo":
+        if self._call.capabilities.send_dtmf:
             self._call.send_dtmf(digits)
             return
         rate = self._call.sample_rate

@@ -1,6 +1,6 @@
 """mediastream: a pure-asyncio media-stream server for telephony voice bots.
 
-Layers (DESIGN.md §1): :mod:`mediastream.protocols` (sans-I/O provider dialects),
+Layers (docs/design.md §1): :mod:`mediastream.protocols` (sans-I/O provider dialects),
 :mod:`mediastream.session` (codec, resampling, pacing, playout ledger),
 :mod:`mediastream.server` (the only asyncio I/O), :mod:`mediastream.control` (answer
 documents, REST call control, signatures) and :mod:`mediastream.caller` (a simulated

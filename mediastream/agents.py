@@ -11,7 +11,7 @@ A one-argument coroutine function ``async def bot(call: Call)`` is a plain
 :data:`~mediastream.call.BotRunner`. A two-argument ``async def run_bot(transport, call)``
 is a Pipecat bot: it is wrapped by ``bot.transport:pipecat_runner``, imported by name
 through :mod:`importlib` so that mediastream never imports the ``bot`` package (or
-Pipecat) statically (DESIGN.md §1; ``tests/test_layering.py`` parses static imports).
+Pipecat) statically (docs/design.md §1; ``tests/test_layering.py`` parses static imports).
 
 :class:`AgentRegistry` holds a default bot and named agents. A call names its agent by
 the media path (``/ws/<provider>/<agent>``), by an ``agent`` custom parameter, or by
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .call import BotRunner
-from .errors import MediaStreamError
+from .errors import MediaStreamError, Outcome
 from .protocols.events import CallInfo
 
 __all__ = [
@@ -61,6 +61,8 @@ class UnknownAgentError(MediaStreamError):
     """The call named an agent this server does not run (close 1008, policy)."""
 
     close_code = 1008
+    outcome = Outcome.UNKNOWN_AGENT
+    public_reason = None
 
 
 def load_bot(spec: str) -> BotRunner:

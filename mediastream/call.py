@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from mediastream.protocols.events import CallInfo
+from mediastream.protocols.events import CallInfo, Capabilities
 
 __all__ = [
     "BotRunner",
@@ -140,7 +140,15 @@ class Call(ABC):
 
     @abstractmethod
     def send_dtmf(self, digits: str) -> None:
-        """Play DTMF into the call where the provider allows it on the socket (Plivo)."""
+        """Play DTMF into the call where the provider allows it on the socket (Plivo:
+        ``capabilities.send_dtmf``); elsewhere raises
+        :class:`~mediastream.errors.LocalProtocolError`."""
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> Capabilities:
+        """What the provider's media socket carries from the bot: ``send_dtmf``,
+        ``marks``, ``clear``, ``clear_acknowledged``. Ask this, not the provider's name."""
 
     @abstractmethod
     async def hangup(self, reason: str = "bot") -> None:

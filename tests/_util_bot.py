@@ -28,7 +28,9 @@ from mediastream.call import (
     PlayoutStarted,
     PlayoutStopped,
 )
-from mediastream.protocols.events import PCMU_8K, CallInfo
+from mediastream.errors import LocalProtocolError
+from mediastream.protocols import protocol_for
+from mediastream.protocols.events import PCMU_8K, CallInfo, Capabilities
 
 ASSETS = Path(__file__).resolve().parent.parent / "bot" / "assets"
 
@@ -193,7 +195,14 @@ class MemoryCall(Call):
         return self._ended is None
 
     def send_dtmf(self, digits: str) -> None:
+        if not self.capabilities.send_dtmf:  # as LiveCall does
+            raise LocalProtocolError(f"{self.info.provider} cannot send DTMF on the socket")
         self.dtmf_sent.append(digits)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        # What the provider's own protocol class declares, as on a live call.
+        return protocol_for(self.info.provider).capabilities
 
     async def hangup(self, reason: str = "bot") -> None:
         self.hangups.append((reason, time.monotonic()))

@@ -32,17 +32,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 async def settled(server: MediaStreamServer, timeout: float = 5.0) -> None:
-    """Wait until every media handler returned and every registry is empty again."""
-    ws_server = server._ws_server
-    assert ws_server is not None
+    """Wait until every media connection's task returned, every socket is closed and
+    every registry is empty again."""
     async with asyncio.timeout(scaled(timeout)):
-        while ws_server.handler_tasks:
-            await asyncio.wait(set(ws_server.handler_tasks))
-        while server.media_connections or server._pending_heads:
+        while server._tasks:
+            await asyncio.wait(set(server._tasks))
+        listener = server._listener
+        while server.media_connections or (
+            listener is not None and (listener.pending_heads or listener.media_sockets)
+        ):
             await asyncio.sleep(0.01)
     assert server.media_connections == 0
     assert server.active_calls == 0
-    assert not server._pending_heads
+    assert server._listener is None or not server._listener.pending_heads
 
 
 def mediastream_errors(records: Iterable[logging.LogRecord]) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,7 +34,7 @@ from mediastream.protocols.events import (
     SendAudio,
     SendMark,
 )
-from mediastream.session import CallSession
+from mediastream.session import CallSession, ResampleBatcher
 
 FRAME_S = 0.02
 PCMU_8K = MediaFormat("pcmu", 8000)
@@ -81,6 +82,103 @@ def tone_purity_db(x: npt.NDArray[np.int16], rate: int, freq: float) -> float:
     freqs = np.fft.rfftfreq(len(x), 1 / rate)
     near = np.abs(freqs - freq) <= 50
     return float(10 * np.log10(power[near].sum() / max(power[~near].sum(), 1e-9)))
+
+
+# ---------------------------------------------------------------------------- session
+
+
+class Recorder:
+    """A :class:`~mediastream.session.SessionHost` that keeps what the session hands it."""
+
+    def __init__(self) -> None:
+        self.events: list[CallEvent] = []
+        self.wakes = 0
+        self.resumes = 0
+        self.failures: list[Exception] = []
+
+    def deliver(self, events: list[CallEvent]) -> None:
+        assert events, "the session delivered an empty list"
+        self.events += events
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+    def resume(self) -> None:
+        self.resumes += 1
+
+    def failed(self, exc: Exception) -> None:
+        self.failures.append(exc)
+
+    def take(self) -> list[CallEvent]:
+        events, self.events = self.events, []
+        return events
+
+
+#: How RecordedSession converts by default: "at_once", or "batched" (every step waits
+#: for the end of the "loop turn", which each call below ends, as a server's does).
+#: The ``batching`` fixture (conftest.py) sets it.
+MODES = ("at_once", "batched")
+mode = ["at_once"]
+
+
+class RecordedSession:
+    """A :class:`CallSession` with a :class:`Recorder` as its host, whose inbound calls
+    return the bot events they produced (what these tests read best).
+
+    In "batched" mode (the :func:`batching` fixture) each resampler step waits for the
+    end of a simulated loop turn, and every call below ends that turn before returning:
+    the results must be exactly those of "at_once"."""
+
+    def __init__(self, call: CallInfo, **options: Any) -> None:
+        self.host = Recorder()
+        self.turns: list[Callable[[], None]] = []
+        if mode[0] == "batched" and "batcher" not in options:
+            options["batcher"] = ResampleBatcher(self.turns.append)
+        self.session = CallSession(call, self.host, **options)
+
+    def receive_event(self, event: Event, now: float) -> list[CallEvent]:
+        self.session.receive_event(event, now)
+        end_turn(self.turns)
+        return self.host.take()
+
+    def poll(self, now: float) -> tuple[list[Command], list[CallEvent]]:
+        commands = self.session.poll(now)
+        end_turn(self.turns)
+        return commands, self.host.take()
+
+    def end(self, reason: str, now: float) -> list[CallEvent]:
+        self.session.end(reason, now)
+        end_turn(self.turns)
+        return self.host.take()
+
+    def send_audio(self, pcm: bytes, sample_rate: int, now: float) -> None:
+        self.session.send_audio(pcm, sample_rate, now)
+        end_turn(self.turns)
+
+    def end_utterance(self, now: float) -> None:
+        self.session.end_utterance(now)
+        end_turn(self.turns)
+
+    def clear(self, now: float) -> list[Command]:
+        commands = self.session.clear(now)
+        end_turn(self.turns)
+        return commands
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
+
+
+def deferred_batcher() -> tuple[ResampleBatcher, list[Callable[[], None]]]:
+    """A batcher whose steps wait until the test runs the callbacks it was handed (what
+    ``loop.call_soon`` does in a server: the end of the loop turn)."""
+    turns: list[Callable[[], None]] = []
+    return ResampleBatcher(turns.append), turns
+
+
+def end_turn(turns: list[Callable[[], None]]) -> None:
+    """Run what waits for the end of the loop turn."""
+    while turns:
+        turns.pop(0)()
 
 
 # ---------------------------------------------------------------------------- provider
@@ -194,7 +292,7 @@ class FakeProvider:
 
 # ------------------------------------------------------------------------------ driver
 
-BotAction = Callable[[CallSession, float], None]
+BotAction = Callable[[RecordedSession, float], None]
 
 
 @dataclass
@@ -208,7 +306,7 @@ class Trace:
 
 
 def drive(
-    session: CallSession,
+    session: RecordedSession,
     fake: FakeProvider,
     actions: list[tuple[float, BotAction]],
     until: float,
@@ -243,6 +341,7 @@ def drive(
         while pending and pending[0][0] <= now:
             _, action = pending.pop(0)
             action(session, now)
+            trace.events += [(now, e) for e in session.host.take()]
         commands, events = session.poll(now)
         trace.polls.append(now)
         trace.commands += [(now, c) for c in commands]
@@ -257,18 +356,18 @@ def drive(
 def send(pcm: npt.NDArray[np.int16] | bytes, rate: int) -> BotAction:
     data = pcm if isinstance(pcm, bytes) else pcm.tobytes()
 
-    def action(session: CallSession, now: float) -> None:
+    def action(session: RecordedSession, now: float) -> None:
         session.send_audio(data, rate, now)
 
     return action
 
 
-def end_utterance(session: CallSession, now: float) -> None:
+def end_utterance(session: RecordedSession, now: float) -> None:
     session.end_utterance(now)
 
 
 def clear(fake: FakeProvider) -> BotAction:
-    def action(session: CallSession, now: float) -> None:
+    def action(session: RecordedSession, now: float) -> None:
         fake.deliver(session.clear(now), now)
 
     return action

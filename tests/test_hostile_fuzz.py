@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from _util_reliability import scaled
+from _util_session import RecordedSession
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -45,7 +46,6 @@ from mediastream.protocols.events import (
 )
 from mediastream.server import MediaStreamServer
 from mediastream.server.demux import BadHead, HeadDemux, RequestHead, parse_head
-from mediastream.session import CallSession
 from mediastream.session.reorder import MAX_FILL
 
 FUZZ = os.environ.get("MEDIASTREAM_FUZZ") == "1"
@@ -286,7 +286,8 @@ def live_server() -> Iterator[MediaStreamServer]:
         for log in watched:
             log.removeHandler(errors)
     assert not thread.is_alive()
-    assert not server._pending_heads and server.media_connections == 0
+    assert server._listener is not None and not server._listener.pending_heads
+    assert server.media_connections == 0
     # Whatever the peers sent was their mistake: never an error of ours in the log.
     assert errors.records == []
 
@@ -433,7 +434,7 @@ def test_property_absurd_sequence_numbers_give_bounded_audio(
     call = CallInfo(provider="telnyx", call_id="c", stream_id="s", inbound_format=fmt,
                     outbound_format=fmt)
     now = 0.0
-    session = CallSession(call, bot_sample_rate=bot_rate, reorder_window=window, now=now)
+    session = RecordedSession(call, bot_sample_rate=bot_rate, reorder_window=window, now=now)
     frame = fmt.sample_rate // 50 * (2 if fmt.encoding == "l16" else 1)
     pcm_frame = bot_rate // 50 * 2
     audio_in = 0

@@ -1,4 +1,4 @@
-"""Dependencies point one way: bot -> mediastream -> audiocodecs (DESIGN.md §1).
+"""Dependencies point one way: bot -> mediastream -> audiocodecs (docs/design.md §1).
 
 Imports are read with ``ast`` (including imports inside functions), so a lazy import
 cannot sneak past.
@@ -118,3 +118,115 @@ def test_top_level_exports_resolve_and_protocols_stay_light() -> None:
         "    getattr(mediastream, name)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# --------------------------------------------------------------------------- module graph
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
+    """The absolute module an ``import from`` names (relative ones resolved)."""
+    if node.level == 0:
+        return node.module or ""
+    base = module.split(".")
+    if not is_package:
+        base.pop()
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join([*base, node.module] if node.module else base)
+
+
+def _graph() -> dict[str, set[str]]:
+    """Our modules and the modules of ours each imports -- type-only imports included:
+    a circle through ``if TYPE_CHECKING`` is still two modules that know each other."""
+    paths = {_module_name(p): p for pkg in ("mediastream", "audiocodecs", "bot")
+             for p in _files(pkg)}
+    graph: dict[str, set[str]] = {name: set() for name in paths}
+    for name, path in paths.items():
+        is_package = path.name == "__init__.py"
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = _resolve(name, is_package, node)
+                # ``from package import module`` imports the module, not only __init__.
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in paths else base
+                           for a in node.names]
+            for target in targets:
+                while target and target not in paths:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected component of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_circle_anywhere() -> None:
+    """No two modules of ours import each other, directly or around a circle (a module
+    importing its own package's ``__init__``, which imports it, counts too)."""
+    assert _cycles(_graph()) == []
+
+
+def test_the_circle_finder_finds_a_circle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+
+
+def test_the_import_graph_sees_relative_and_type_only_imports() -> None:
+    graph = _graph()
+    assert "mediastream.server.host" in graph["mediastream.server.connection"]  # relative
+    assert "mediastream.session.stats" in graph["mediastream.server.log"]  # TYPE_CHECKING
+
+
+@pytest.mark.parametrize("path", _files("mediastream/server"), ids=str)
+def test_the_server_layer_imports_no_numpy(path: Path) -> None:
+    """Resampling, batched or not, is the session's: the server does I/O only."""
+    bad = {n for n in _imports(path) if _top(n) == "numpy"}
+    assert not bad, f"{path} imports {bad}"
+
+
+@pytest.mark.parametrize("path", _files("mediastream/server"), ids=str)
+def test_no_server_module_grows_past_one_sitting(path: Path) -> None:
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= 420, f"{path}: {lines} lines; split it by concern"

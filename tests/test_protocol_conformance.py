@@ -23,7 +23,7 @@ from _util_protocols import (
 from mediastream import errors
 from mediastream.protocols import ClearAudio, State, StreamStopped
 
-#: DESIGN.md §3: the close code each error must carry.
+#: docs/design.md §3: the close code each error must carry.
 CLOSE_CODES = {
     "OutOfOrderError": 1002,
     "UnsupportedDataError": 1003,

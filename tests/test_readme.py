@@ -37,6 +37,20 @@ def test_protocols_example_prints_what_its_comments_say() -> None:
     assert lines[2] == '{"event":"media","streamSid":"MZ1","medi'  # first 40 characters
 
 
+def test_session_example_prints_what_its_comments_say() -> None:
+    code = _block("CallSession(started.call, Host()")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README:session", "exec"), {})
+    assert out.getvalue().splitlines() == [
+        "bot gets ['InboundAudio']",
+        "wake",
+        "bot gets ['PlayoutStarted']",
+        "['SendAudio']",
+        '{"event":"media","streamSid":"',
+    ]
+
+
 def test_codecs_example_runs() -> None:
     exec(compile(_block("StreamResampler(8000, 16000)"), "README:codecs", "exec"), {})
 

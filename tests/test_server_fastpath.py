@@ -1,5 +1,5 @@
 """The live call's frame fast path: text frames parsed and written without websockets'
-per-frame objects (mediastream.server.media_socket).
+per-frame objects (mediastream.server.websocket).
 
 It must be invisible: the bot gets every event in the order it came and exactly the
 audio of the caller, whatever TCP does to the frames, and whatever the fast path does
@@ -33,7 +33,7 @@ from websockets.frames import Frame, Opcode
 
 from audiocodecs import resample, ulaw_decode
 from mediastream.call import CallEnded, DtmfPressed, InboundAudio
-from mediastream.server.media_socket import text_frame_header
+from mediastream.server.frames import text_frame_header
 
 
 def _text(message: dict[str, Any]) -> bytes:
@@ -165,30 +165,6 @@ def test_server_text_frames_are_what_websockets_writes(size: int) -> None:
     payload = bytes(size)
     ours = text_frame_header(size) + payload
     assert ours == Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
-
-
-def test_the_boundary_probe_reads_this_websockets_parser_right() -> None:
-    """The fast path runs only between frames: after whole frames, never while
-    websockets holds part of one (even with its buffer empty) or an open fragment."""
-    from websockets.protocol import OPEN, SERVER, Protocol
-
-    from mediastream.server.media_socket import _at_frame_boundary
-
-    protocol = Protocol(SERVER, state=OPEN)
-    assert _at_frame_boundary(protocol)  # fresh: waiting for a frame
-    frame = client_frame(0x1, b"x" * 300)
-    protocol.receive_data(frame[:8])  # the header (16-bit length + mask), no payload
-    assert not protocol.reader.buffer  # consumed: only the parser knows it is mid-frame
-    assert not _at_frame_boundary(protocol)
-    protocol.receive_data(frame[8:])
-    assert _at_frame_boundary(protocol)
-    protocol.receive_data(client_frame(0x1, b"first half", fin=False))
-    assert not _at_frame_boundary(protocol)  # a fragmented message is open
-    protocol.receive_data(client_frame(0x0, b" and the rest", fin=True))
-    assert _at_frame_boundary(protocol)
-    assert [e.data for e in protocol.events_received()] == [
-        b"x" * 300, b"first half", b" and the rest"
-    ]
 
 
 @pytest.mark.asyncio

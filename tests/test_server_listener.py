@@ -22,7 +22,7 @@ from mediastream.call import (
     InboundAudio,
     PlayoutStarted,
 )
-from mediastream.protocols.events import CallInfo, MediaFormat
+from mediastream.protocols.events import CallInfo, Capabilities, Command, MediaFormat
 from mediastream.server.live import LiveCall
 from mediastream.server.log import CallLogger
 
@@ -37,7 +37,7 @@ class Link:
     def wake_writer(self) -> None:
         pass
 
-    def send_now(self, messages: list[str]) -> None:
+    def send_now(self, commands: list[Command]) -> None:
         pass
 
     async def hangup(self, reason: str) -> None:
@@ -59,7 +59,7 @@ def make_call(max_events: int = 100) -> tuple[LiveCall, Link]:
                     inbound_format=fmt, outbound_format=fmt)
     link = Link()
     log = CallLogger(logging.getLogger("test.listener"), "CA1")
-    call = LiveCall(info, None, None, link, log,  # type: ignore[arg-type]
+    call = LiveCall(info, None, Capabilities(), link, log,  # type: ignore[arg-type]
                     sample_rate=8000, max_events=max_events)
     return call, link
 

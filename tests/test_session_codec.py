@@ -1,8 +1,10 @@
-"""session.codec: the one-step decode+resample / resample+encode callables.
+"""The session's resampler steps: what a step converts equals the two-step composition.
 
-Each must equal the two-step composition it replaces (decoder_for then process;
-process then encoder_for) on the same stream, frame after frame, including when the
-stream is also fed directly (silence standing in for lost frames).
+The inbound path hands out one step per payload (G.711 decoded straight into the
+filter; L16 decoded first), the outbound encoder one per chunk (G.711 encoded straight
+from the filter; L16 encoded after). Converted by the batcher -- at once here -- the
+result must equal decoder_for then process (and process then encoder_for) on the same
+stream, frame after frame, including when silence stands in for lost frames.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import numpy.typing as npt
 import pytest
 
 from audiocodecs.resample import StreamResampler
+from mediastream.call import InboundAudio
 from mediastream.protocols.events import MediaFormat
-from mediastream.session.codec import (
-    decoder_for,
-    encoder_for,
-    resampling_decoder,
-    resampling_encoder,
-)
+from mediastream.session import ResampleBatcher
+from mediastream.session.codec import decoder_for, encoder_for, lead_pad
+from mediastream.session.inbound import InboundPath
+from mediastream.session.outbound import OutboundEncoder
+from mediastream.session.stats import SessionStats
 
 FORMATS = {
     "pcmu8k": MediaFormat("pcmu", 8000),
@@ -38,39 +40,58 @@ def pairs(bot_rates: list[int]) -> list[tuple[str, int]]:
     return [(n, r) for n in FORMATS for r in bot_rates if FORMATS[n].sample_rate != r]
 
 
+def _convert(step: object) -> bytes:
+    """Run a step the way a session does, through an at-once batcher."""
+    assert isinstance(step, tuple), step
+    rs, kind, data = step
+    got: list[bytes | Exception] = []
+    ResampleBatcher().submit(rs, kind, data, got.append)
+    assert isinstance(got[0], bytes), got
+    return got[0]
+
+
 @pytest.mark.parametrize(("name", "bot_rate"), pairs([16000, 24000, 48000]))
-def test_resampling_decoder_equals_decode_then_resample(name: str, bot_rate: int) -> None:
+def test_inbound_steps_equal_decode_then_resample(name: str, bot_rate: int) -> None:
     fmt = FORMATS[name]
     frame = fmt.sample_rate // 50
     x = noise(40 * frame, seed=bot_rate)
     payloads = [encoder_for(fmt)(x[i : i + frame]) for i in range(0, x.shape[0], frame)]
-    fused_rs = StreamResampler(fmt.sample_rate, bot_rate)
-    fused = resampling_decoder(fmt, fused_rs)
+    path = InboundPath(fmt, bot_rate, SessionStats())
     plain_rs = StreamResampler(fmt.sample_rate, bot_rate)
     decode = decoder_for(fmt)
     silence = np.zeros(frame, dtype=np.int16)
+    got, want = bytearray(), bytearray(bytes(2 * lead_pad(plain_rs)))
     for k, payload in enumerate(payloads):
         if k % 9 == 4:  # a lost frame: the session feeds silence to the same stream
-            assert np.array_equal(fused_rs.process(silence), plain_rs.process(silence))
-        got = fused(payload)
-        assert got.dtype == np.int16
-        assert np.array_equal(got, plain_rs.process(decode(payload))), k
-    assert np.array_equal(fused_rs.flush(), plain_rs.flush())
+            got += b"".join(e.pcm for e in path.converted(_convert(path.fill_step())))
+            want += plain_rs.process(silence).tobytes()
+        events = path.converted(_convert(path.step(payload)))
+        assert all(isinstance(e, InboundAudio) for e in events)
+        got += b"".join(e.pcm for e in events)
+        want += plain_rs.process(decode(payload)).tobytes()
+    got += b"".join(e.pcm for e in path.flush())
+    want += plain_rs.flush().tobytes()
+    assert got == want
 
 
 @pytest.mark.parametrize(("name", "bot_rate"), pairs([16000, 24000, 44100]))
-def test_resampling_encoder_equals_resample_then_encode(name: str, bot_rate: int) -> None:
+def test_outbound_steps_equal_resample_then_encode(name: str, bot_rate: int) -> None:
     fmt = FORMATS[name]
     frame = bot_rate // 50
     x = noise(40 * frame, seed=bot_rate + 1)
     x[5 * frame : 7 * frame] = 32767  # a full-scale step: the filter overshoots, saturates
-    fused = resampling_encoder(fmt, StreamResampler(bot_rate, fmt.sample_rate))
+    encoder = OutboundEncoder(fmt)
     plain_rs = StreamResampler(bot_rate, fmt.sample_rate)
     encode = encoder_for(fmt)
     sizes = [frame] * 30 + [7, frame - 7, frame, frame]
     pos = 0
+    got = bytearray()
+    want = bytearray(encode(np.zeros(lead_pad(plain_rs), dtype=np.int16)))
     for size in sizes:
-        got = fused(x[pos : pos + size])
-        assert isinstance(got, bytes)
-        assert got == encode(plain_rs.process(x[pos : pos + size])), pos
+        chunk = x[pos : pos + size]
+        got += b"".join(encoder.converted(_convert(encoder.step(chunk.tobytes(), bot_rate))))
+        want += encode(plain_rs.process(chunk))
         pos += size
+    wire_frame = fmt.frame_bytes(20)
+    whole = len(want) // wire_frame * wire_frame
+    assert bytes(got) == bytes(want[:whole])

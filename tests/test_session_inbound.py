@@ -21,9 +21,9 @@ from mediastream.protocols.events import (
     MediaFormat,
     StreamStopped,
 )
-from mediastream.session import CallSession
 from tests._util_session import (
     PCMU_8K,
+    RecordedSession,
     call_info,
     dominant_frequency,
     rms,
@@ -32,6 +32,12 @@ from tests._util_session import (
 )
 
 Int16 = npt.NDArray[np.int16]
+
+
+@pytest.fixture(autouse=True)
+def _both_modes(batching: str) -> str:
+    """Every test here runs converting each step at once and batched per loop turn."""
+    return batching
 
 
 def _pcm(events: list[CallEvent]) -> Int16:
@@ -43,7 +49,7 @@ def _frames(x: Int16, n: int) -> list[Int16]:
     return [x[i : i + n] for i in range(0, len(x), n)]
 
 
-def _feed(session: CallSession, payloads: list[bytes], fmt: MediaFormat,
+def _feed(session: RecordedSession, payloads: list[bytes], fmt: MediaFormat,
           keys: list[int] | None = None, t0: float = 0.0) -> list[list[CallEvent]]:
     """Feed payloads (in the given key order) 20 ms apart; returns each call's output."""
     keys = keys if keys is not None else list(range(1, len(payloads) + 1))
@@ -75,7 +81,7 @@ def _delay(in_rate: int, out_rate: int) -> int:
 def test_a_tone_reaches_the_bot_at_the_right_frequency_and_level(fmt, encode) -> None:
     x = tone(1000, 1.0, fmt.sample_rate, amplitude=8000)
     n = fmt.sample_rate // 50
-    session = CallSession(call_info("telnyx", inbound=fmt), now=0.0)
+    session = RecordedSession(call_info("telnyx", inbound=fmt), now=0.0)
     per_frame = _feed(session, [encode(f) for f in _frames(x, n)], fmt)
     # Each 20 ms payload yields exactly one 20 ms bot frame, at once (no added latency).
     assert all(len(out) == 1 for out in per_frame)
@@ -91,7 +97,7 @@ def test_swapped_byte_order_would_be_noise() -> None:
     """The tone checks above can fail: big-endian bytes read as little-endian are noise."""
     fmt_claimed = MediaFormat("l16", 16000, byteorder="little")
     x = tone(1000, 0.5, 16000)
-    session = CallSession(call_info("telnyx", inbound=fmt_claimed), now=0.0)
+    session = RecordedSession(call_info("telnyx", inbound=fmt_claimed), now=0.0)
     out = _feed(session, [l16be_encode(f) for f in _frames(x, 320)], fmt_claimed)
     y = _pcm([e for o in out for e in o])
     assert tone_purity_db(y, 16000, 1000) < 10
@@ -102,7 +108,7 @@ def test_resampled_once_and_exact_in_duration(bot_rate: int) -> None:
     """Streaming output equals a one-shot resample of the whole call, behind the lead pad."""
     x = tone(440, 0.5, 8000, amplitude=12000) + tone(2500, 0.5, 8000, amplitude=4000)
     payloads = [ulaw_encode(f).tobytes() for f in _frames(x, 160)]
-    session = CallSession(call_info(), bot_sample_rate=bot_rate, now=0.0)
+    session = RecordedSession(call_info(), bot_sample_rate=bot_rate, now=0.0)
     per_frame = _feed(session, payloads, PCMU_8K)
     frame = bot_rate // 50
     assert all(len(out) == 1 and len(out[0].pcm) == 2 * frame for out in per_frame)
@@ -121,7 +127,7 @@ def test_provider_frames_of_other_sizes_are_rechunked_to_20_ms(chunk_ms: int) ->
     x = tone(700, 0.6, 8000)
     n = 8 * chunk_ms
     payloads = [ulaw_encode(f).tobytes() for f in _frames(x, n)]
-    session = CallSession(call_info(), now=0.0)
+    session = RecordedSession(call_info(), now=0.0)
     out = [e for o in _feed(session, payloads, PCMU_8K) for e in o]
     out += session.receive_event(StreamStopped(), 1.0)
     audio = [e for e in out if isinstance(e, InboundAudio)]
@@ -133,22 +139,22 @@ def test_provider_frames_of_other_sizes_are_rechunked_to_20_ms(chunk_ms: int) ->
 
 def test_unsupported_formats_are_refused_clearly() -> None:
     with pytest.raises(UnsupportedDataError, match="sample rate 11025"):
-        CallSession(call_info(inbound=MediaFormat("l16", 11025)), now=0.0)
+        RecordedSession(call_info(inbound=MediaFormat("l16", 11025)), now=0.0)
     with pytest.raises(UnsupportedDataError, match="channels"):
-        CallSession(call_info(inbound=MediaFormat("pcmu", 8000, channels=2)), now=0.0)
+        RecordedSession(call_info(inbound=MediaFormat("pcmu", 8000, channels=2)), now=0.0)
     with pytest.raises(ValueError, match="bot sample rate"):
-        CallSession(call_info(), bot_sample_rate=22050, now=0.0)
+        RecordedSession(call_info(), bot_sample_rate=22050, now=0.0)
 
 
 def test_odd_l16_payload_is_an_invalid_message() -> None:
     fmt = MediaFormat("l16", 16000, byteorder="big")
-    session = CallSession(call_info("telnyx", inbound=fmt), now=0.0)
+    session = RecordedSession(call_info("telnyx", inbound=fmt), now=0.0)
     with pytest.raises(InvalidMessageError, match="odd byte count"):
         session.receive_event(AudioReceived(b"\x00" * 641, fmt, chunk=1), 0.0)
 
 
 def test_other_tracks_are_ignored() -> None:
-    session = CallSession(call_info(), now=0.0)
+    session = RecordedSession(call_info(), now=0.0)
     payload = ulaw_encode(tone(500, 0.02, 8000)).tobytes()
     outbound = AudioReceived(payload, PCMU_8K, track="outbound", chunk=1)
     assert session.receive_event(outbound, 0.0) == []
@@ -172,7 +178,7 @@ def _expected(payloads: list[bytes], order: list[int | None]) -> Int16:
     return np.concatenate([np.zeros(_delay(8000, 16000), np.int16), y])
 
 
-def _run(session: CallSession, payloads: list[bytes], keys: list[int]) -> list[list[CallEvent]]:
+def _run(session: RecordedSession, payloads: list[bytes], keys: list[int]) -> list[list[CallEvent]]:
     out = _feed(session, payloads, PCMU_8K, keys)
     out.append(session.receive_event(StreamStopped(), 10.0))
     return out
@@ -180,7 +186,7 @@ def _run(session: CallSession, payloads: list[bytes], keys: list[int]) -> list[l
 
 def test_a_swap_is_put_back_in_order_without_filling() -> None:
     payloads, _ = _numbered_payloads(6)
-    session = CallSession(call_info("telnyx"), reorder_window=3, now=0.0)
+    session = RecordedSession(call_info("telnyx"), reorder_window=3, now=0.0)
     out = _run(session, payloads, [1, 3, 2, 4, 5, 6])
     assert [len(o) for o in out[:6]] == [1, 0, 2, 1, 1, 1]  # only the early frame waits
     np.testing.assert_array_equal(
@@ -192,7 +198,7 @@ def test_a_swap_is_put_back_in_order_without_filling() -> None:
 
 def test_a_true_gap_is_filled_with_counted_silence_and_a_late_frame_dropped() -> None:
     payloads, _ = _numbered_payloads(8)
-    session = CallSession(call_info("telnyx"), reorder_window=3, now=0.0)
+    session = RecordedSession(call_info("telnyx"), reorder_window=3, now=0.0)
     out = _run(session, payloads, [1, 2, 4, 5, 6, 7, 3, 8])
     # 4, 5, 6 wait (window 3); 7 overflows it: 3 is given up, silence stands in for it.
     assert [len(o) for o in out[:8]] == [1, 1, 0, 0, 0, 5, 0, 1]
@@ -207,7 +213,7 @@ def test_a_true_gap_is_filled_with_counted_silence_and_a_late_frame_dropped() ->
 
 def test_duplicates_are_dropped_and_counted() -> None:
     payloads, _ = _numbered_payloads(4)
-    session = CallSession(call_info("telnyx"), now=0.0)
+    session = RecordedSession(call_info("telnyx"), now=0.0)
     out = _run(session, payloads, [1, 2, 2, 3, 1, 4])
     np.testing.assert_array_equal(
         _pcm([e for o in out for e in o]), _expected(payloads, [1, 2, 3, 4])
@@ -218,7 +224,7 @@ def test_duplicates_are_dropped_and_counted() -> None:
 
 def test_a_held_frame_waits_at_most_the_window_in_time() -> None:
     payloads, _ = _numbered_payloads(3)
-    session = CallSession(call_info("telnyx"), reorder_window=3, now=0.0)
+    session = RecordedSession(call_info("telnyx"), reorder_window=3, now=0.0)
     assert len(session.receive_event(AudioReceived(payloads[0], PCMU_8K, chunk=1), 0.0)) == 1
     assert session.receive_event(AudioReceived(payloads[2], PCMU_8K, chunk=3), 0.02) == []
     assert session.next_deadline() == pytest.approx(0.02 + 3 * 0.02)
@@ -232,7 +238,7 @@ def test_a_held_frame_waits_at_most_the_window_in_time() -> None:
 def test_sequence_numbers_of_other_messages_are_not_gaps() -> None:
     """Twilio/Plivo number every message; without chunk numbers, dtmf/mark take slots."""
     payloads, _ = _numbered_payloads(4)
-    session = CallSession(call_info("twilio"), now=0.0)
+    session = RecordedSession(call_info("twilio"), now=0.0)
 
     def media(i: int, seq: int, now: float) -> list[CallEvent]:
         return session.receive_event(AudioReceived(payloads[i], PCMU_8K, sequence=seq), now)
@@ -250,7 +256,7 @@ def test_sequence_numbers_of_other_messages_are_not_gaps() -> None:
 
 def test_chunk_numbers_win_over_sequence_numbers() -> None:
     payloads, _ = _numbered_payloads(3)
-    session = CallSession(call_info("twilio"), now=0.0)
+    session = RecordedSession(call_info("twilio"), now=0.0)
     for i, seq in enumerate([2, 4, 7]):  # sequence gaps from other messages; chunks contiguous
         ev = AudioReceived(payloads[i], PCMU_8K, chunk=i + 1, sequence=seq)
         assert len(session.receive_event(ev, 0.02 * i)) == 1
@@ -259,7 +265,7 @@ def test_chunk_numbers_win_over_sequence_numbers() -> None:
 
 def test_a_long_jump_fills_at_most_one_second_and_resyncs() -> None:
     payloads, _ = _numbered_payloads(2)
-    session = CallSession(call_info("telnyx"), reorder_window=0, now=0.0)
+    session = RecordedSession(call_info("telnyx"), reorder_window=0, now=0.0)
     session.receive_event(AudioReceived(payloads[0], PCMU_8K, chunk=1), 0.0)
     out = session.receive_event(AudioReceived(payloads[1], PCMU_8K, chunk=1000), 0.02)
     assert len(out) == 51 and sum(isinstance(e, InboundAudio) and e.filled for e in out) == 50
@@ -273,13 +279,13 @@ def test_a_long_jump_fills_at_most_one_second_and_resyncs() -> None:
 
 
 def test_dtmf_reaches_the_bot() -> None:
-    session = CallSession(call_info("plivo"), now=0.0)
+    session = RecordedSession(call_info("plivo"), now=0.0)
     assert session.receive_event(DtmfReceived("#"), 0.0) == [DtmfPressed("#")]
 
 
 def test_stop_flushes_the_tail_and_ends_the_call_once() -> None:
     payloads, _x = _numbered_payloads(5)
-    session = CallSession(call_info(), now=0.0)
+    session = RecordedSession(call_info(), now=0.0)
     out = [e for o in _feed(session, payloads, PCMU_8K, [1, 3]) for e in o]
     end = session.receive_event(StreamStopped(reason="hangup"), 0.1)
     assert end[-1] == CallEnded("hangup")
@@ -295,7 +301,7 @@ def test_stop_flushes_the_tail_and_ends_the_call_once() -> None:
 
 
 def test_a_mid_stream_format_change_is_followed() -> None:
-    session = CallSession(call_info("telnyx"), now=0.0)
+    session = RecordedSession(call_info("telnyx"), now=0.0)
     l16 = MediaFormat("l16", 16000, byteorder="big")
     out: list[CallEvent] = []
     for i, f in enumerate(_frames(tone(1000, 0.4, 8000), 160)):

@@ -18,9 +18,9 @@ from mediastream.protocols.events import (
     SendAudio,
     SendMark,
 )
-from mediastream.session import CallSession
 from tests._util_session import (
     FakeProvider,
+    RecordedSession,
     call_info,
     clear,
     drive,
@@ -30,6 +30,12 @@ from tests._util_session import (
 )
 
 FRAME = 0.02
+
+
+@pytest.fixture(autouse=True)
+def _both_modes(batching: str) -> str:
+    """Every test here runs converting each step at once and batched per loop turn."""
+    return batching
 
 
 def _frames(seconds: float, rate: int = 24000) -> float:
@@ -46,7 +52,7 @@ def _playout(trace_events: list) -> list[object]:
 
 
 def test_the_ledger_follows_what_the_caller_heard() -> None:
-    session = CallSession(call_info(), now=0.0)
+    session = RecordedSession(call_info(), now=0.0)
     fake = FakeProvider(latency=0.03)
     checks: list[tuple[float, float, float, bool, bool]] = []
 
@@ -82,7 +88,7 @@ def test_the_ledger_follows_what_the_caller_heard() -> None:
 def test_an_interruption_cuts_the_queue_and_later_echoes_do_not_count(
     provider: ProviderName,
 ) -> None:
-    session = CallSession(call_info(provider), now=0.0)
+    session = RecordedSession(call_info(provider), now=0.0)
     fake = FakeProvider(provider, latency=0.03)
     actions = [
         (0.0, send(tone(440, 2.0, 24000), 24000)),
@@ -114,7 +120,7 @@ def test_an_interruption_cuts_the_queue_and_later_echoes_do_not_count(
 
 
 def test_a_clear_resolves_everything_at_once() -> None:
-    session = CallSession(call_info(), now=0.0)
+    session = RecordedSession(call_info(), now=0.0)
     session.send_audio(tone(440, 1.0, 16000).tobytes(), 16000, 0.0)
     commands, events = session.poll(0.0)
     assert events == [PlayoutStarted()]
@@ -135,7 +141,7 @@ def test_a_clear_resolves_everything_at_once() -> None:
 
 
 def test_back_to_back_utterances_never_overlap() -> None:
-    session = CallSession(call_info(), now=0.0)
+    session = RecordedSession(call_info(), now=0.0)
     fake = FakeProvider()
     actions = [
         (0.0, send(tone(440, 0.3, 24000), 24000)), (0.0, end_utterance),
@@ -148,7 +154,7 @@ def test_back_to_back_utterances_never_overlap() -> None:
 
 
 def test_the_clock_stands_in_when_the_provider_never_echoes() -> None:
-    session = CallSession(call_info(), mark_grace=1.0, now=0.0)
+    session = RecordedSession(call_info(), mark_grace=1.0, now=0.0)
     fake = FakeProvider(echo_marks=False)
     trace = drive(session, fake, [(0.0, send(tone(440, 0.5, 24000), 24000)), (0.0, end_utterance)],
                   until=3.0)
@@ -161,7 +167,7 @@ def test_the_clock_stands_in_when_the_provider_never_echoes() -> None:
 
 
 def test_plivo_checkpoints_with_the_first_never_acknowledged() -> None:
-    session = CallSession(call_info("plivo"), now=0.0)
+    session = RecordedSession(call_info("plivo"), now=0.0)
     fake = FakeProvider("plivo", skip_first_checkpoint=True)
     trace = drive(session, fake, [(0.0, send(tone(440, 1.0, 24000), 24000)), (0.0, end_utterance)],
                   until=3.0)
@@ -173,7 +179,7 @@ def test_plivo_checkpoints_with_the_first_never_acknowledged() -> None:
 
 
 def test_a_short_plivo_utterance_with_only_the_unacknowledged_checkpoint() -> None:
-    session = CallSession(call_info("plivo"), mark_grace=0.5, now=0.0)
+    session = RecordedSession(call_info("plivo"), mark_grace=0.5, now=0.0)
     fake = FakeProvider("plivo", skip_first_checkpoint=True)
     trace = drive(session, fake, [(0.0, send(tone(440, 0.1, 24000), 24000)), (0.0, end_utterance)],
                   until=2.0)
@@ -184,7 +190,7 @@ def test_a_short_plivo_utterance_with_only_the_unacknowledged_checkpoint() -> No
 
 def test_plivo_clear_is_timed_by_cleared_audio() -> None:
     fmt = MediaFormat("l16", 16000)
-    session = CallSession(call_info("plivo", inbound=fmt), now=0.0)
+    session = RecordedSession(call_info("plivo", inbound=fmt), now=0.0)
     fake = FakeProvider("plivo", latency=0.025)
     actions = [(0.0, send(tone(440, 1.0, 16000), 16000)), (0.3, clear(fake))]
     trace = drive(session, fake, actions, until=2.0)
@@ -195,7 +201,7 @@ def test_plivo_clear_is_timed_by_cleared_audio() -> None:
 
 
 def test_a_partial_frame_keeps_all_played_false_until_flushed_and_heard() -> None:
-    session = CallSession(call_info(), now=0.0, idle_flush=0.02)
+    session = RecordedSession(call_info(), now=0.0, idle_flush=0.02)
     session.send_audio(tone(440, 0.01, 8000).tobytes(), 8000, 0.0)
     assert session.poll(0.0) == ([], [])
     assert not session.all_played  # 10 ms waiting for a whole frame is not "played"
@@ -207,13 +213,13 @@ def test_a_partial_frame_keeps_all_played_false_until_flushed_and_heard() -> Non
 
 
 def test_marks_unknown_to_the_ledger_are_ignored() -> None:
-    session = CallSession(call_info(), now=0.0)
+    session = RecordedSession(call_info(), now=0.0)
     assert session.receive_event(MarkPlayed("utt-7"), 0.0) == []
     assert session.played_s == 0.0 and session.all_played
 
 
 def test_stop_drops_outbound_and_ends() -> None:
-    session = CallSession(call_info(), now=0.0)
+    session = RecordedSession(call_info(), now=0.0)
     session.send_audio(tone(440, 1.0, 16000).tobytes(), 16000, 0.0)
     session.poll(0.0)
     out = session.end("hangup", 0.1)

@@ -16,10 +16,10 @@ from audiocodecs.g711 import alaw_decode, ulaw_decode, ulaw_encode
 from audiocodecs.pcm import l16be_decode, l16le_decode
 from audiocodecs.resample import StreamResampler, resample
 from mediastream.protocols.events import MediaFormat, SendAudio, SendMark
-from mediastream.session import CallSession
 from mediastream.session.session import DEFAULT_IDLE_FLUSH
 from tests._util_session import (
     FakeProvider,
+    RecordedSession,
     call_info,
     clear,
     dominant_frequency,
@@ -39,6 +39,12 @@ WIRE = {
     "l16le16k": (MediaFormat("l16", 16000, byteorder="little"), l16le_decode),
     "l16le8k": (MediaFormat("l16", 8000, byteorder="little"), l16le_decode),
 }
+
+
+@pytest.fixture(autouse=True)
+def _both_modes(batching: str) -> str:
+    """Every test here runs converting each step at once and batched per loop turn."""
+    return batching
 
 
 def _chunks(data: bytes, rng: random.Random, max_len: int = 3000) -> list[bytes]:
@@ -76,7 +82,7 @@ def test_no_audio_is_lost_across_pauses_and_the_tail_is_flushed() -> None:
     for i, piece in enumerate(_chunks(b.tobytes(), rng)):
         actions.append((1.5 + 0.004 * i, send(piece, 24000)))
     # No end_utterance at all: the bot simply stops; the session flushes each tail itself.
-    session = CallSession(call_info(), now=0.0)
+    session = RecordedSession(call_info(), now=0.0)
     fake = FakeProvider()
     drive(session, fake, actions, until=4.0)
     assert fake.audio_sent() == _spurt_on_wire(a, 24000) + _spurt_on_wire(b, 24000)
@@ -89,7 +95,7 @@ def test_chunking_does_not_change_the_wire_audio() -> None:
     x = tone(1234, 0.77, 16000) + tone(300, 0.77, 16000, amplitude=3000)
     results = []
     for max_len in (2, 7, 641, 10**6):
-        session = CallSession(call_info(), now=0.0)
+        session = RecordedSession(call_info(), now=0.0)
         fake = FakeProvider()
         pieces = _chunks(x.tobytes(), random.Random(max_len), max_len)
         actions = [(0.0, send(p, 16000)) for p in pieces] + [(0.0, end_utterance)]
@@ -101,7 +107,7 @@ def test_chunking_does_not_change_the_wire_audio() -> None:
 
 def test_a_rate_change_mid_utterance_loses_nothing() -> None:
     a, b = tone(500, 0.2, 16000), tone(500, 0.3, 48000, phase=0.0)
-    session = CallSession(call_info(), now=0.0)
+    session = RecordedSession(call_info(), now=0.0)
     fake = FakeProvider()
     actions = [(0.0, send(a, 16000)), (0.0, send(b, 48000)), (0.0, end_utterance)]
     drive(session, fake, actions, until=2.0)
@@ -113,7 +119,7 @@ def test_a_rate_change_mid_utterance_loses_nothing() -> None:
 def test_end_utterance_pads_the_last_frame_with_codec_silence() -> None:
     for fmt, silence in ((MediaFormat("pcmu", 8000), b"\xff"), (MediaFormat("pcma", 8000), b"\xd5"),
                          (MediaFormat("l16", 8000), b"\x00")):
-        session = CallSession(call_info("telnyx", inbound=fmt), now=0.0)
+        session = RecordedSession(call_info("telnyx", inbound=fmt), now=0.0)
         x = tone(1000, 0.03, 8000)  # 1.5 frames at the wire rate: no resampler involved
         session.send_audio(x.tobytes(), 8000, 0.0)
         session.end_utterance(0.0)
@@ -126,7 +132,7 @@ def test_end_utterance_pads_the_last_frame_with_codec_silence() -> None:
 
 
 def test_unsupported_bot_rates_are_refused() -> None:
-    session = CallSession(call_info(), now=0.0)
+    session = RecordedSession(call_info(), now=0.0)
     with pytest.raises(ValueError, match="22050"):
         session.send_audio(b"\x00\x00" * 10, 22050, 0.0)
     with pytest.raises(TypeError):
@@ -142,7 +148,7 @@ def test_a_bot_tone_reaches_the_wire_at_the_right_frequency_and_level(
     wire: str, bot_rate: int
 ) -> None:
     fmt, decode = WIRE[wire]
-    session = CallSession(call_info("telnyx", inbound=fmt), now=0.0)
+    session = RecordedSession(call_info("telnyx", inbound=fmt), now=0.0)
     fake = FakeProvider("telnyx")
     drive(session, fake, [(0.0, send(tone(1000, 0.6, bot_rate), bot_rate)), (0.0, end_utterance)],
           until=1.5)
@@ -159,7 +165,7 @@ def test_a_bot_tone_reaches_the_wire_at_the_right_frequency_and_level(
 
 @pytest.mark.parametrize("lead", [0.04, 0.08, 0.2])
 def test_pacing_keeps_a_bounded_lead_and_never_runs_the_provider_dry(lead: float) -> None:
-    session = CallSession(call_info(), playout_lead=lead, now=0.0)
+    session = RecordedSession(call_info(), playout_lead=lead, now=0.0)
     fake = FakeProvider(latency=0.03 if lead > 0.03 else 0.01)
     x = tone(440, 3.0, 24000)
     trace = drive(session, fake, [(0.0, send(x, 24000)), (0.0, end_utterance)], until=4.0)
@@ -180,7 +186,7 @@ def test_pacing_keeps_a_bounded_lead_and_never_runs_the_provider_dry(lead: float
 
 
 def test_next_deadline_tells_the_server_when_to_poll() -> None:
-    session = CallSession(call_info(), now=0.0)
+    session = RecordedSession(call_info(), now=0.0)
     assert session.next_deadline() is None
     session.send_audio(tone(440, 0.5, 8000).tobytes(), 8000, 1.0)
     assert session.next_deadline() == pytest.approx(1.0)  # due now
@@ -193,7 +199,7 @@ def test_next_deadline_tells_the_server_when_to_poll() -> None:
 
 
 def test_a_paused_bot_tail_goes_out_when_the_queue_would_run_dry() -> None:
-    session = CallSession(call_info(), now=0.0)
+    session = RecordedSession(call_info(), now=0.0)
     x = tone(1000, 0.03, 8000)
     session.send_audio(x.tobytes(), 8000, 0.0)
     assert len(session.poll(0.0)[0]) == 1
@@ -207,7 +213,7 @@ def test_a_paused_bot_tail_goes_out_when_the_queue_would_run_dry() -> None:
 
 def test_a_deep_queue_does_not_flush_while_a_streaming_bot_is_briefly_late() -> None:
     """A TTS ahead of real time pauses 100 ms between chunks: no silence inserted."""
-    session = CallSession(call_info(), now=0.0)
+    session = RecordedSession(call_info(), now=0.0)
     fake = FakeProvider()
     x = tone(440, 1.0, 24000)
     pieces = [x[i : i + 2400] for i in range(0, len(x), 2400)]  # 100 ms pieces
@@ -223,7 +229,7 @@ def test_a_real_time_bot_with_jitter_below_the_pause_threshold_gets_no_silence()
     default pause threshold no padded frame is inserted mid-stream, so the provider's
     queue does not grow (a padded frame would add 20 ms for the rest of the spurt)."""
     rng = random.Random(5)
-    session = CallSession(call_info(), now=0.0)
+    session = RecordedSession(call_info(), now=0.0)
     fake = FakeProvider()
     x = tone(440, 2.0, 16000)
     actions = []
@@ -241,7 +247,7 @@ def test_a_real_time_bot_with_jitter_gets_at_most_one_silence_frame() -> None:
     """An echo-like bot sends 20 ms every 20 ms, up to 15 ms late: the first late chunk
     may cost one padded frame, after which the slack absorbs the jitter."""
     rng = random.Random(3)
-    session = CallSession(call_info(), now=0.0)
+    session = RecordedSession(call_info(), now=0.0)
     fake = FakeProvider()
     x = tone(440, 2.0, 16000)
     actions = [(0.02 * i + rng.uniform(0, 0.015), send(x[320 * i : 320 * (i + 1)], 16000))
@@ -252,7 +258,7 @@ def test_a_real_time_bot_with_jitter_gets_at_most_one_silence_frame() -> None:
 
 
 def test_a_clear_drops_the_partial_frame_and_restarts_the_resampler() -> None:
-    session = CallSession(call_info(), now=0.0)
+    session = RecordedSession(call_info(), now=0.0)
     fake = FakeProvider()
     a = tone(440, 0.505, 24000)  # leaves a partial frame and a filter tail behind
     b = tone(880, 0.3, 24000)

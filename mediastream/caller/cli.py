@@ -165,7 +165,7 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def _env_secret(provider: str) -> str:
-    # The environment is read by mediastream.config alone (DESIGN.md §1).
+    # The environment is read by mediastream.config alone (docs/design.md §1).
     creds = Config.from_env().credentials
     token = {"twilio": creds.twilio_auth_token, "plivo": creds.plivo_auth_token}.get(provider)
     if not token:

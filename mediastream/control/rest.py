@@ -1,6 +1,6 @@
 """One HTTP request to a provider's REST API: timeout, bounded retries, one log line.
 
-Retries (DESIGN.md §5: outbound provider REST calls live in the control package):
+Retries (docs/design.md §5: outbound provider REST calls live in the control package):
 
 * on a connection error or timeout, and on the statuses in ``retry_statuses``
   (default 429 and 5xx), at most ``retries`` times;

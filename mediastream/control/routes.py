@@ -6,7 +6,7 @@
 ``POST /dialout``                            place a call (dialout.py)
 ==========================================  =============================================
 
-The server imports this package, never the reverse (DESIGN.md §1): the agent registry
+The server imports this package, never the reverse (docs/design.md §1): the agent registry
 is seen only through :class:`~mediastream.control.webhooks.AgentLookup`.
 """
 

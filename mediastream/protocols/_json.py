@@ -1,4 +1,4 @@
-"""JSON text frames in, Python objects out, with the close-code errors of DESIGN.md §3.
+"""JSON text frames in, Python objects out, with the close-code errors of docs/design.md §3.
 
 ``json.loads()`` spends about as long on its argument checks and two whitespace regex
 matches as the C scanner spends parsing a whole 20 ms media message. :data:`scan_once`

@@ -42,6 +42,7 @@ from ._state import DISCARDED, Input, State, next_state
 from .events import (
     AudioReceived,
     CallInfo,
+    Capabilities,
     ClearAudio,
     Command,
     DtmfReceived,
@@ -194,6 +195,8 @@ class MediaStreamProtocol(ABC):
     FORMATS: ClassVar[Mapping[str, FormatRule]]
     #: Used when ``start`` has no media format (emulators often omit it).
     DEFAULT_FORMAT: ClassVar[MediaFormat]
+    #: What the provider's socket carries from the bot (DTMF, marks, clear).
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities()
 
     def __init__(
         self,
@@ -241,6 +244,11 @@ class MediaStreamProtocol(ABC):
     def state(self) -> State:
         """Current :class:`~mediastream.protocols.State`."""
         return self._state
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this provider's socket can carry from the bot."""
+        return self.CAPABILITIES
 
     @property
     def call(self) -> CallInfo | None:

@@ -17,6 +17,7 @@ __all__ = [
     "AudioCleared",
     "AudioReceived",
     "CallInfo",
+    "Capabilities",
     "ClearAudio",
     "Command",
     "DtmfReceived",
@@ -67,6 +68,24 @@ class MediaFormat:
     def frame_bytes(self, ms: int = 20) -> int:
         """Bytes in ``ms`` milliseconds of mono audio in this format."""
         return self.sample_rate * ms // 1000 * self.bytes_per_sample
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a provider's media socket can carry from the bot (protocols.md §1.3, §2.3,
+    §3.3). A bot asks the call (``call.capabilities``), never the provider's name."""
+
+    #: Play DTMF into the call over the socket (Plivo ``sendDTMF``); elsewhere only the
+    #: provider's REST API can, or the bot plays the tones as audio.
+    send_dtmf: bool = False
+    #: Named playout marks the provider echoes once the audio before them has played
+    #: (Twilio/Telnyx ``mark``, Plivo ``checkpoint``); the playout ledger relies on them.
+    marks: bool = True
+    #: Drop what the provider has queued for playout (``clear``, Plivo ``clearAudio``).
+    clear: bool = True
+    #: The provider acknowledges a clear with a message of its own (Plivo
+    #: ``clearedAudio``); elsewhere pending marks come back instead.
+    clear_acknowledged: bool = False
 
 
 #: μ-law at 8 kHz: Twilio's only format, and the default elsewhere.

@@ -31,6 +31,7 @@ from .events import (
     PCMU_8K,
     AudioCleared,
     CallInfo,
+    Capabilities,
     Event,
     MarkPlayed,
     MediaFormat,
@@ -47,6 +48,7 @@ class PlivoProtocol(MediaStreamProtocol):
     """Plivo ``<Stream bidirectional="true">`` audio stream."""
 
     provider: ClassVar[ProviderName] = "plivo"
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(send_dtmf=True, clear_acknowledged=True)
     STREAM_KEY = "streamId"
     SEQUENCE_KEY = "sequenceNumber"
     EVENTS: ClassVar[dict[str, tuple[Input, str]]] = {

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from .http import mount
-from .server import MediaStreamServer, registry_from_config, serve
+from .serve import serve
+from .server import MediaStreamServer, registry_from_config
 
 __all__ = ["MediaStreamServer", "mount", "registry_from_config", "serve"]

@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         from .workers import run_workers
 
         return run_workers(config)
-    from .server import registry_from_config, serve
+    from .serve import serve
+    from .server import registry_from_config
 
     try:
         registry = registry_from_config(config)

@@ -6,7 +6,7 @@ server code reads as policy ("authenticate, then admit") and this module is the 
 place that knows the control plane's signatures.
 
 The HTTP client session for provider REST calls is created at server start and closed
-at shutdown (DESIGN.md §5: one injected ``ClientSession``).
+at shutdown (docs/design.md §5: one injected ``ClientSession``).
 """
 
 from __future__ import annotations

@@ -13,21 +13,42 @@ mounts them on its own app (or on the one it was given).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from .host import ServerState
 from .routes import MEDIA_PREFIX, parse_media_path
 
-if TYPE_CHECKING:
-    from .server import MediaStreamServer
+__all__ = ["HTTP_LOGGER", "mount", "mount_media_fallback"]
 
-__all__ = ["mount"]
+#: aiohttp's logger for the plain-HTTP side (requests it cannot parse are INFO here).
+HTTP_LOGGER = logging.getLogger("mediastream.server.http")
 
-SERVER_KEY: web.AppKey[MediaStreamServer] = web.AppKey("mediastream.server")
+SERVER_KEY: web.AppKey[ServerState] = web.AppKey("mediastream.server")
 
 
-def mount(app: web.Application, server: MediaStreamServer, *, control: bool = True) -> None:
+class _PeerErrorFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse (no Host, a bad header ...) as an ERROR with
+    a traceback; it is the peer's mistake, answered 4xx: log it as INFO, one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            text = record.getMessage()
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "%s (answered %d: %s)", (
+                text, exc.code, str(exc.message).strip()[:200])
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+HTTP_LOGGER.addFilter(_PeerErrorFilter())
+
+
+def mount(app: web.Application, server: ServerState, *, control: bool = True) -> None:
     """Add ``/healthz``, ``/metrics`` and (``control=True``) the webhook/control routes.
 
     Call it before ``app`` starts (aiohttp freezes the router then). The routes read

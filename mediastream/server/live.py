@@ -16,6 +16,10 @@ A bot that sets a listener (:meth:`LiveCall.set_listener`) gets each event hande
 synchronously instead, from the reader or writer that produced it: no queue, no bound, no
 task wake-up.
 
+Commands go out through the connection's writer (:meth:`CallLink.send_now`), the one
+place that encodes them for the provider; what the provider's socket can carry is
+:attr:`LiveCall.capabilities`.
+
 Bot audio is bounded too (``max_audio_s`` of it queued ahead of playout): ``send_audio``
 never blocks, so a bot that produces audio faster than real time without end would grow
 the pacer's queue without end. Past the bound the call ends as a bot error (1011).
@@ -29,15 +33,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from mediastream.call import Call, CallEnded, CallEvent, CallListener, DtmfPressed, InboundAudio
-from mediastream.protocols.events import CallInfo, SendDtmf
+from mediastream.errors import LocalProtocolError
+from mediastream.protocols.events import CallInfo, Capabilities, Command, SendDtmf
 
 from .log import CallLogger
 
 if TYPE_CHECKING:
-    from mediastream.protocols.base import MediaStreamProtocol
     from mediastream.session import CallSession
-
-    from .batch import ResampleBatcher
 
 __all__ = ["LiveCall"]
 
@@ -47,7 +49,9 @@ class CallLink(Protocol):
 
     def wake_writer(self) -> None: ...
 
-    def send_now(self, messages: list[str]) -> None: ...
+    def send_now(self, commands: list[Command]) -> None:
+        """Encode and send ``commands`` ahead of paced audio (LocalProtocolError for a
+        command the provider cannot carry)."""
 
     async def hangup(self, reason: str) -> None: ...
 
@@ -57,15 +61,13 @@ class CallLink(Protocol):
 
     def on_listener_error(self, exc: Exception) -> None: ...
 
-    def on_send_error(self, exc: Exception) -> None: ...
-
 
 class LiveCall(Call):
     """One call as the bot sees it; created by the server once ``start`` arrived."""
 
     __slots__ = (
         "_audio_queued",
-        "_batch",
+        "_capabilities",
         "_dropped",
         "_end",
         "_events",
@@ -76,7 +78,6 @@ class LiveCall(Call):
         "_max_audio_s",
         "_max_events",
         "_played_waiters",
-        "_protocol",
         "_session",
         "_waiter",
         "info",
@@ -87,21 +88,18 @@ class LiveCall(Call):
         self,
         info: CallInfo,
         session: CallSession,
-        protocol: MediaStreamProtocol,
+        capabilities: Capabilities,
         link: CallLink,
         log: CallLogger,
         *,
         sample_rate: int,
         max_events: int,
         max_audio_s: float = float("inf"),
-        batcher: ResampleBatcher | None = None,
     ) -> None:
         self.info = info
-        #: Bot audio in the common case is converted with other calls' (see .batch).
-        self._batch = batcher.add_outbound if batcher is not None else None
         self.sample_rate = sample_rate
         self._session = session
-        self._protocol = protocol
+        self._capabilities = capabilities
         self._link = link
         self._log = log
         self._loop = asyncio.get_running_loop()
@@ -262,40 +260,20 @@ class LiveCall(Call):
             if queued + len(pcm) / (2 * sample_rate) > self._max_audio_s:
                 self._link.on_bot_audio_overflow(queued, self._max_audio_s)
                 return
-        now = self._loop.time()
-        batch = self._batch
-        if batch is not None:
-            step = session.defer_send(pcm, sample_rate, now)
-            if step is not None:
-                batch(step, pcm, self._converted)
-                return
-        session.send_audio(pcm, sample_rate, now)
-        self._link.wake_writer()
-
-    def _converted(self, frame: bytes) -> None:
-        # The batch's wire frame for audio handed out by send_audio: queue it, send it.
-        try:
-            self._session.send_converted(frame, self._loop.time())
-            self._link.wake_writer()
-        except Exception as exc:
-            self._link.on_send_error(exc)
+        # The session wakes the writer once there is something to send.
+        session.send_audio(pcm, sample_rate, self._loop.time())
 
     def end_utterance(self) -> None:
         """Flush the resampler tail and place the utterance's final mark."""
         if self._end is not None:
             return
         self._session.end_utterance(self._loop.time())
-        self._link.wake_writer()
 
     def clear(self) -> None:
         """Barge-in: clear the provider's buffer now and drop audio not yet sent."""
         if self._end is not None:
             return
-        commands = self._session.clear(self._loop.time())
-        messages: list[str] = []
-        for command in commands:
-            messages.extend(self._protocol.send(command))
-        self._link.send_now(messages)
+        self._link.send_now(self._session.clear(self._loop.time()))
 
     async def wait_played(self, timeout: float | None = None) -> bool:
         """Wait until the caller has heard everything sent so far; False on timeout/end."""
@@ -320,11 +298,21 @@ class LiveCall(Call):
         """Play DTMF into the call (Plivo ``sendDTMF``).
 
         Raises :class:`~mediastream.errors.LocalProtocolError` on providers without DTMF
-        on the media socket (Twilio, Telnyx: use their REST API) or for invalid digits.
+        on the media socket (``capabilities.send_dtmf`` is False: Twilio, Telnyx; use
+        their REST API) or for invalid digits.
         """
+        if not self._capabilities.send_dtmf:
+            raise LocalProtocolError(
+                f"{self.info.provider} cannot send DTMF on the media socket (use its REST API)"
+            )
         if self._end is not None:
             return
-        self._link.send_now(self._protocol.send(SendDtmf(digits)))
+        self._link.send_now([SendDtmf(digits)])
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the provider's socket carries from the bot (DTMF, marks, clear)."""
+        return self._capabilities
 
     async def hangup(self, reason: str = "bot") -> None:
         """End the call: provider REST hang-up when configured, then close with 1000."""

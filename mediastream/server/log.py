@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["CallLogger"]
+if TYPE_CHECKING:
+    from mediastream.session.stats import SessionStats
+
+    from .ending import Ending
+
+__all__ = ["CallLogger", "log_call_end"]
 
 
 class CallLogger(logging.LoggerAdapter[logging.Logger]):
@@ -49,3 +54,20 @@ class CallLogger(logging.LoggerAdapter[logging.Logger]):
 def _prefix(call_id: str) -> str:
     # The prefix becomes part of a %-format string: escape the provider's '%'.
     return "[call " + call_id[:80].replace("%", "%%") + "] "
+
+
+def log_call_end(
+    log: CallLogger, ending: Ending, duration: float, stats: SessionStats | None
+) -> None:
+    """The one INFO line that says how a call (or a connection that never became one)
+    ended, with its frame and mark counters."""
+    shown = ending.code if ending.code is not None else "-"
+    if stats is None:
+        log.info("connection ended before the call started: %s (close %s %r) after %.1fs",
+                 ending.outcome, shown, ending.reason, duration)
+        return
+    log.info(
+        "call ended: %s (close %s %r) after %.1fs; frames in %d out %d filled %d late %d "
+        "reordered %d; marks %d/%d; clears %d", ending.outcome, shown, ending.reason, duration,
+        stats.frames_in, stats.frames_out, stats.frames_filled, stats.frames_late_dropped,
+        stats.frames_reordered, stats.marks_played, stats.marks_sent, stats.clears)

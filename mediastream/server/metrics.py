@@ -30,23 +30,13 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from mediastream.errors import Outcome
+
 __all__ = ["CALL_OUTCOMES", "ServerMetrics", "StatsSync"]
 
-#: Values of the ``outcome`` label of ``mediastream_calls_total``.
-CALL_OUTCOMES = (
-    "stopped",  # provider stop (caller hung up): 1000
-    "bot_finished",  # the bot returned or hung up: 1000
-    "disconnected",  # socket closed without a stop
-    "bot_error",  # 1011
-    "protocol_error",  # 1002/1003/1007/1009
-    "unauthorized",  # 1008
-    "unknown_agent",  # 1008
-    "timeout",  # no start / no media in time
-    "send_timeout",  # the peer stopped reading
-    "capacity",  # 1013
-    "shutdown",  # 1001
-    "internal_error",  # 1011, our bug
-)
+#: Values of the ``outcome`` label of ``mediastream_calls_total`` (see
+#: :class:`mediastream.errors.Outcome` for what each means and its close code).
+CALL_OUTCOMES = tuple(outcome.value for outcome in Outcome)
 
 # Per-frame work is tens of microseconds; the buckets resolve 5 µs .. 25 ms.
 _FRAME_BUCKETS = (5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2)

@@ -9,7 +9,7 @@
 =====================================  =========================================
 
 A trailing slash is ignored. Anything else under ``/ws`` is not a media path: the
-upgrade is answered 404 before it happens (DESIGN.md §3: reject before the upgrade what
+upgrade is answered 404 before it happens (docs/design.md §3: reject before the upgrade what
 can be rejected there).
 """
 

@@ -50,7 +50,8 @@ def _worker_main(config: Config, index: int, log_level: int) -> None:
     )
     import asyncio
 
-    from .server import registry_from_config, serve
+    from .serve import serve
+    from .server import registry_from_config
 
     asyncio.run(serve(config, registry_from_config(config), reuse_port=True))
 

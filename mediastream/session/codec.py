@@ -5,11 +5,11 @@ decoder/encoder it needs (μ-law, A-law per ITU-T G.711; L16 little- or big-endi
 protocols.md §5.4), and rejects what we cannot play with :class:`UnsupportedDataError`
 (close code 1003) before any audio flows.
 
-When the wire rate differs from the bot's, :func:`resampling_decoder` and
-:func:`resampling_encoder` give the whole per-frame conversion as one callable; for
-G.711 it is one fused :class:`~audiocodecs.resample.StreamResampler` step (codes decoded
-straight into the filter, or the filter's output encoded straight to codes), the hot
-path of every 8 kHz call with a 16 or 24 kHz bot.
+When the wire rate differs from the bot's, the resampling is a step of its own (see
+:mod:`mediastream.session.batch`); for G.711 it is one fused
+:class:`~audiocodecs.resample.StreamResampler` step (codes decoded straight into the
+filter, or the filter's output encoded straight to codes), the hot path of every 8 kHz
+call with a 16 or 24 kHz bot.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ __all__ = [
     "decoder_for",
     "encoder_for",
     "lead_pad",
-    "resampling_decoder",
-    "resampling_encoder",
 ]
 
 #: Every frame the session handles, both directions, is 20 ms (protocols.md §0).
@@ -88,49 +86,6 @@ def encoder_for(fmt: MediaFormat) -> Encoder:
     if fmt.encoding == "pcma":
         return _g711(alaw_encode)
     return l16le_encode if fmt.byteorder == "little" else l16be_encode
-
-
-def resampling_decoder(fmt: MediaFormat, resampler: StreamResampler) -> Decoder:
-    """One wire payload of ``fmt`` in, int16 samples at ``resampler.out_rate`` out.
-
-    Equal to ``resampler.process(decoder_for(fmt)(payload))`` and advances the same
-    stream, so it can be mixed with ``resampler.process`` (silence for lost frames).
-    ``resampler.in_rate`` must be ``fmt.sample_rate``.
-    """
-    if fmt.encoding == "pcmu":
-        return resampler.process_ulaw
-    if fmt.encoding == "pcma":
-        return resampler.process_alaw
-    decode, process = decoder_for(fmt), resampler.process
-
-    def convert(payload: bytes) -> Int16Array:
-        return process(decode(payload))
-
-    return convert
-
-
-def resampling_encoder(fmt: MediaFormat, resampler: StreamResampler) -> Encoder:
-    """int16 samples at ``resampler.in_rate`` in, wire bytes of ``fmt`` out.
-
-    Equal to ``encoder_for(fmt)(resampler.process(pcm))`` and advances the same stream.
-    ``resampler.out_rate`` must be ``fmt.sample_rate``.
-    """
-    if fmt.encoding == "pcmu":
-        step = resampler.process_to_ulaw
-    elif fmt.encoding == "pcma":
-        step = resampler.process_to_alaw
-    else:
-        encode, process = encoder_for(fmt), resampler.process
-
-        def convert_l16(pcm: Int16Array) -> bytes:
-            return encode(process(pcm))
-
-        return convert_l16
-
-    def convert(pcm: Int16Array) -> bytes:
-        return step(pcm).tobytes()
-
-    return convert
 
 
 def lead_pad(resampler: StreamResampler) -> int:

@@ -1,10 +1,11 @@
 """Inbound audio: provider payloads -> 20 ms int16 frames at the bot's rate.
 
 Decode (G.711 or L16 as the stream says), resample once with a streaming resampler,
-and re-chunk into exact 20 ms frames. This runs 50 times a second per call, so the
-common case, a 20 ms payload producing exactly one bot frame, costs one fused
-decode-and-resample step (:func:`~mediastream.session.codec.resampling_decoder`) and
-one ``tobytes``: no buffer copies, no extra numpy calls.
+and re-chunk into exact 20 ms frames. The resampling itself is a step the session hands
+to its :class:`~mediastream.session.batch.ResampleBatcher` (:meth:`InboundPath.step`
+returns it; :meth:`InboundPath.converted` takes its result): for G.711 one fused
+decode-and-resample, batched with other calls' in a busy server. In the common case a
+20 ms payload completes exactly one bot frame: no buffer copies, no extra numpy calls.
 
 A fresh resampler withholds its group delay on the first chunk; :func:`lead_pad` puts
 that much silence in front once, so each provider frame completes one bot frame at once
@@ -14,27 +15,30 @@ instead of 20 ms later (see :mod:`mediastream.session.codec`).
 from __future__ import annotations
 
 import sys
-
-import numpy as np
+from typing import TypeAlias
 
 from audiocodecs.pcm import Int16Array
 from audiocodecs.resample import StreamResampler
 from mediastream.call import CallEvent, InboundAudio
 from mediastream.errors import InvalidMessageError
 from mediastream.protocols.events import MediaFormat
+from mediastream.session.batch import Conversion
 from mediastream.session.codec import (
     SUPPORTED_RATES,
-    Decoder,
     check_format,
     decoder_for,
     lead_pad,
-    resampling_decoder,
 )
 from mediastream.session.stats import SessionStats
 
-__all__ = ["InboundPath"]
+__all__ = ["InboundPath", "Step"]
 
 _BIG_ENDIAN = sys.byteorder == "big"
+
+#: One resampler step to convert: the stream, what the step does, its input bytes.
+Step: TypeAlias = tuple[StreamResampler, Conversion, bytes]
+
+_KINDS = {"pcmu": Conversion.ULAW_IN, "pcma": Conversion.ALAW_IN, "l16": Conversion.PCM}
 
 
 class InboundPath:
@@ -42,19 +46,22 @@ class InboundPath:
 
     __slots__ = (
         "_buf",
-        "_convert",
         "_decode",
         "_fill_samples",
         "_fmt",
         "_frame_bytes",
         "_frame_samples",
         "_fresh",
+        "_kind",
         "_l16",
+        "_le_l16",
         "_passthrough",
+        "_pending_filled",
+        "_pending_n",
         "_rate",
         "_resampler",
         "_stats",
-        "_zeros",
+        "_zero_bytes",
     )
 
     def __init__(self, fmt: MediaFormat, bot_rate: int, stats: SessionStats) -> None:
@@ -68,25 +75,31 @@ class InboundPath:
         self._frame_samples = bot_rate // 50  # 20 ms
         self._frame_bytes = 2 * self._frame_samples
         self._buf = bytearray()
-        self._fmt = fmt
-        self._decode = decoder_for(fmt)
-        self._l16 = fmt.encoding == "l16"
-        self._passthrough = self._is_passthrough(fmt)
         self._resampler: StreamResampler | None = None
-        #: Payload -> samples at the bot rate in one step (decode, then resample if any).
-        self._convert: Decoder = self._decode
-        if fmt.sample_rate != bot_rate:
-            self._resampler = StreamResampler(fmt.sample_rate, bot_rate)
-            self._convert = resampling_decoder(fmt, self._resampler)
         #: The resampler has not produced anything yet: its first output gets the lead pad.
         self._fresh = True
+        #: Wire samples and gap-filling state of the step out for conversion.
+        self._pending_n = 0
+        self._pending_filled = False
+        self._fmt = fmt
+        self._use_format(fmt)
+        if fmt.sample_rate != bot_rate:
+            self._resampler = StreamResampler(fmt.sample_rate, bot_rate)
         #: Input samples one missing provider frame stands for (the last frame's size).
         self._fill_samples = fmt.sample_rate // 50
-        self._zeros: Int16Array = np.zeros(self._fill_samples, dtype=np.int16)
+        self._zero_bytes = bytes(2 * self._fill_samples)
 
-    def _is_passthrough(self, fmt: MediaFormat) -> bool:
+    def _use_format(self, fmt: MediaFormat) -> None:
+        self._fmt = fmt
+        self._decode = decoder_for(fmt)
+        self._kind = _KINDS[fmt.encoding]
+        self._l16 = fmt.encoding == "l16"
+        # Little-endian L16 on a little-endian host: the payload is the resampler's input.
+        self._le_l16 = self._l16 and fmt.byteorder == "little" and not _BIG_ENDIAN
         # L16 little-endian at the bot's rate needs no decoding at all.
-        return fmt.encoding == "l16" and fmt.byteorder == "little" and fmt.sample_rate == self._rate
+        self._passthrough = (
+            self._l16 and fmt.byteorder == "little" and fmt.sample_rate == self._rate
+        )
 
     @property
     def format(self) -> MediaFormat:
@@ -95,39 +108,32 @@ class InboundPath:
     def set_format(self, fmt: MediaFormat) -> list[CallEvent]:
         """Switch the wire format mid-stream (the provider changed codec or rate).
 
-        Returns the frames the old resampler's tail completes.
+        Returns the frames the old resampler's tail completes. No step may be out.
         """
         check_format(fmt, "inbound")
         old_rate = self._fmt.sample_rate
-        self._fmt = fmt
-        self._decode = decoder_for(fmt)
-        self._l16 = fmt.encoding == "l16"
-        self._passthrough = self._is_passthrough(fmt)
+        self._use_format(fmt)
         if fmt.sample_rate == old_rate:
-            # Same rate, maybe another codec: the filter's stream goes on.
-            rs = self._resampler
-            self._convert = self._decode if rs is None else resampling_decoder(fmt, rs)
-            return []
+            return []  # same rate, maybe another codec: the filter's stream goes on
         old = self._resampler
         if old is not None:
             tail = old.flush()
             if len(tail):
                 self._buf += self._le(tail)
         self._resampler = None
-        self._convert = self._decode
         if fmt.sample_rate != self._rate:
             self._resampler = StreamResampler(fmt.sample_rate, self._rate)
-            self._convert = resampling_decoder(fmt, self._resampler)
             # Mid-stream the buffer already carries audio: no lead pad for the new filter.
             self._fresh = not self._buf
         self._fill_samples = fmt.sample_rate // 50
-        self._zeros = np.zeros(self._fill_samples, dtype=np.int16)
+        self._zero_bytes = bytes(2 * self._fill_samples)
         return self._cut(False)
 
     # ------------------------------------------------------------------ hot path
 
-    def feed(self, payload: bytes) -> list[CallEvent]:
-        """One provider payload in; the whole 20 ms bot frames it completes out."""
+    def step(self, payload: bytes) -> list[CallEvent] | Step:
+        """One provider payload in: the whole 20 ms bot frames it completes, or, when it
+        must be resampled, the step to convert; its result goes to :meth:`converted`."""
         if self._l16 and len(payload) & 1:
             raise InvalidMessageError(
                 f"L16 media payload has an odd byte count ({len(payload)}); samples are 2 bytes"
@@ -138,42 +144,36 @@ class InboundPath:
             return [InboundAudio(payload, self._rate)]
         # Wire samples: one byte each in G.711, two in L16 (odd counts rejected above).
         n = len(payload) >> 1 if self._l16 else len(payload)
-        pcm = self._convert(payload)
         if n and self._fill_samples != n:
             self._fill_samples = n
-            self._zeros = np.zeros(n, dtype=np.int16)
-        return self._emit(pcm, n, filled=False)
-
-    def batchable(self, payload: bytes) -> StreamResampler | None:
-        """The resampler, when ``payload`` is the case a batch can convert for us.
-
-        That is G.711 resampled to the bot's rate, the resampler in its steady state
-        (:meth:`~audiocodecs.resample.StreamResampler.prepared` for this size) and no
-        partial frame buffered, so the payload becomes exactly one bot frame. The
-        caller converts it (with its resampler, e.g. batched with other calls') and
-        hands the bot frame to :meth:`feed_converted`; nothing else may feed this path
-        in between.
-        """
+            self._zero_bytes = bytes(2 * n)
         rs = self._resampler
-        if rs is None or self._buf or self._fresh or self._l16:
-            return None
-        n = len(payload)
-        if n * self._rate != self._frame_samples * self._fmt.sample_rate or not rs.prepared(n):
-            return None
-        return rs
+        if rs is None:
+            return self._emit(self._le(self._decode(payload)), n, filled=False)
+        self._pending_n = n
+        self._pending_filled = False
+        kind = self._kind
+        if kind is Conversion.PCM and not self._le_l16:
+            payload = self._le(self._decode(payload))  # big-endian L16: to native first
+        return rs, kind, payload
 
-    def feed_converted(self, pcm: bytes) -> list[CallEvent]:
-        """The bot frame (int16 LE) a batch made of the payload :meth:`batchable` took."""
-        self._stats.bot_frames_in += 1
-        return [InboundAudio(pcm, self._rate, False)]
-
-    def feed_fill(self) -> list[CallEvent]:
+    def fill_step(self) -> list[CallEvent] | Step:
         """Silence standing in for one lost provider frame (same size as the last one)."""
+        zeros = self._zero_bytes
+        n = len(zeros) >> 1
         rs = self._resampler
-        zeros = self._zeros
-        return self._emit(zeros if rs is None else rs.process(zeros), len(zeros), filled=True)
+        if rs is None:
+            return self._emit(zeros, n, filled=True)
+        self._pending_n = n
+        self._pending_filled = True
+        return rs, Conversion.PCM, zeros
 
-    def _emit(self, pcm: Int16Array, n_in: int, *, filled: bool) -> list[CallEvent]:
+    def converted(self, pcm: bytes) -> list[CallEvent]:
+        """The resampled samples (int16 LE) of the step :meth:`step` or :meth:`fill_step`
+        handed out, cut into bot frames."""
+        return self._emit(pcm, self._pending_n, filled=self._pending_filled)
+
+    def _emit(self, pcm: bytes, n_in: int, *, filled: bool) -> list[CallEvent]:
         """Cut ``pcm`` (bot-rate samples converted from ``n_in`` wire samples) into frames."""
         if self._fresh and n_in:
             rs = self._resampler
@@ -182,11 +182,11 @@ class InboundPath:
                 pad = lead_pad(rs)
                 if pad:
                     self._buf += bytes(2 * pad)
-        if not self._buf and len(pcm) == self._frame_samples:
+        if not self._buf and len(pcm) == self._frame_bytes:
             # The common case: one payload, one bot frame.
             self._stats.bot_frames_in += 1
-            return [InboundAudio(self._le(pcm), self._rate, filled)]
-        self._buf += self._le(pcm)
+            return [InboundAudio(pcm, self._rate, filled)]
+        self._buf += pcm
         return self._cut(filled)
 
     def _cut(self, filled: bool) -> list[CallEvent]:

@@ -6,6 +6,11 @@ on its own: providers play odd-sized chunks with audible jitter and Telnyx RTP m
 requires at least 20 ms per message (protocols.md §5.1); :meth:`OutboundEncoder.flush`
 pads it with codec silence (μ-law 0xFF, A-law 0xD5, L16 zero) instead.
 
+The resampling is a step the session hands to its
+:class:`~mediastream.session.batch.ResampleBatcher` (:meth:`OutboundEncoder.step`
+returns it, :meth:`OutboundEncoder.converted` takes its result); for G.711 the step
+resamples and encodes in one go.
+
 One resampler per bot rate, created on first use; a rate change mid-stream flushes the
 previous one first so nothing is lost. After :meth:`~OutboundEncoder.flush` or
 :meth:`~OutboundEncoder.reset` the next audio starts a fresh stream, with the lead pad
@@ -21,19 +26,21 @@ import numpy as np
 from audiocodecs.pcm import Int16Array
 from audiocodecs.resample import StreamResampler
 from mediastream.protocols.events import MediaFormat
+from mediastream.session.batch import Conversion
 from mediastream.session.codec import (
     SUPPORTED_RATES,
     Encoder,
     check_format,
     encoder_for,
     lead_pad,
-    resampling_encoder,
 )
+from mediastream.session.inbound import Step
 
 __all__ = ["OutboundEncoder"]
 
 _NATIVE_INT16 = np.dtype("<i2") if sys.byteorder == "little" else np.dtype(">i2")
 _LE_INT16 = np.dtype("<i2")
+_KINDS = {"pcmu": Conversion.ULAW_OUT, "pcma": Conversion.ALAW_OUT, "l16": Conversion.PCM}
 
 
 class OutboundEncoder:
@@ -41,13 +48,12 @@ class OutboundEncoder:
 
     __slots__ = (
         "_buf",
-        "_convert",
-        "_converters",
         "_dirty",
         "_encode",
         "_fmt",
         "_frame_bytes",
         "_fresh",
+        "_kind",
         "_odd",
         "_rate",
         "_resampler",
@@ -58,7 +64,8 @@ class OutboundEncoder:
     def __init__(self, fmt: MediaFormat) -> None:
         check_format(fmt, "outbound")
         self._fmt = fmt
-        self._encode = encoder_for(fmt)
+        self._encode: Encoder = encoder_for(fmt)
+        self._kind = _KINDS[fmt.encoding]
         self._frame_bytes = fmt.frame_bytes(20)
         #: One sample of codec silence, as the encoder produces it for 0.
         self._silence = self._encode(np.zeros(1, dtype=np.int16))
@@ -67,9 +74,6 @@ class OutboundEncoder:
         self._rate = 0
         self._resampler: StreamResampler | None = None
         self._resamplers: dict[int, StreamResampler] = {}
-        #: Bot-rate samples -> wire bytes in one step (resample, then encode).
-        self._convert: Encoder = self._encode
-        self._converters: dict[int, Encoder] = {}
         #: Input went into the resampler since its last flush (its tail is pending).
         self._dirty = False
         #: The next output starts a fresh stream (lead pad due).
@@ -89,73 +93,61 @@ class OutboundEncoder:
         """Seconds of encoded audio waiting for a whole frame (excludes the filter)."""
         return len(self._buf) / self._fmt.bytes_per_sample / self._fmt.sample_rate
 
-    def push(self, pcm: bytes, sample_rate: int) -> list[bytes]:
-        """Add int16 little-endian mono PCM at ``sample_rate``; returns whole wire frames.
+    def step(self, pcm: bytes, sample_rate: int) -> list[bytes] | Step:
+        """Add int16 little-endian mono PCM at ``sample_rate``: the whole wire frames it
+        completes, or, when it must be resampled, the step to convert (its result goes
+        to :meth:`converted`).
 
         Raises ``ValueError`` for an unsupported rate and ``TypeError`` for non-bytes.
         """
-        if not isinstance(pcm, bytes | bytearray | memoryview):
-            raise TypeError(f"bot audio must be bytes-like, got {type(pcm).__name__}")
+        if type(pcm) is not bytes:
+            if not isinstance(pcm, bytearray | memoryview):
+                raise TypeError(f"bot audio must be bytes-like, got {type(pcm).__name__}")
+            pcm = bytes(pcm)
         if sample_rate != self._rate:
             self._switch_rate(sample_rate)
         if self._odd:
-            pcm = self._odd + bytes(pcm)
+            pcm = self._odd + pcm
             self._odd = b""
-        n = len(pcm) >> 1
         if len(pcm) & 1:
-            self._odd = bytes(pcm[-1:])
-        if not n:
+            self._odd = pcm[-1:]
+            pcm = pcm[:-1]
+        if not pcm:
             return []
-        samples: Int16Array = np.frombuffer(pcm, dtype=_LE_INT16, count=n)
-        if _LE_INT16 != _NATIVE_INT16:  # pragma: no cover - big-endian hosts only
-            samples = samples.astype(np.int16)
-        data = self._convert(samples)
         rs = self._resampler
         if rs is not None:
-            self._dirty = True
-            if self._fresh:
-                self._fresh = False
-                pad = lead_pad(rs)
-                if pad:
-                    self._buf += self._silence * pad
-        else:
+            return rs, self._kind, pcm
+        self._fresh = False
+        samples: Int16Array = np.frombuffer(pcm, dtype=_LE_INT16)
+        if _LE_INT16 != _NATIVE_INT16:  # pragma: no cover - big-endian hosts only
+            samples = samples.astype(np.int16)
+        return self._frames(self._encode(samples))
+
+    def converted(self, data: bytes) -> list[bytes]:
+        """The result of the step :meth:`step` handed out (G.711 codes, or int16 LE PCM
+        for an L16 wire): the whole wire frames it completes."""
+        rs = self._resampler
+        assert rs is not None
+        self._dirty = True
+        if self._fresh:
             self._fresh = False
+            pad = lead_pad(rs)
+            if pad:
+                self._buf += self._silence * pad
+        if self._kind is Conversion.PCM:  # L16 on the wire: encode the resampled PCM
+            samples: Int16Array = np.frombuffer(data, dtype=_LE_INT16)
+            if _LE_INT16 != _NATIVE_INT16:  # pragma: no cover - big-endian hosts only
+                samples = samples.astype(np.int16)
+            data = self._encode(samples)
+        return self._frames(data)
+
+    def _frames(self, data: bytes) -> list[bytes]:
         if not data:
             return []
         if not self._buf and len(data) == self._frame_bytes:
             return [data]
         self._buf += data
         return self._cut()
-
-    def batchable(self, pcm: bytes, sample_rate: int) -> StreamResampler | None:
-        """The resampler, when ``pcm`` is the case a batch can convert for us.
-
-        That is G.711 on the wire, the bot's current rate, the resampler in its steady
-        state for this chunk size and nothing buffered, so the chunk becomes exactly one
-        wire frame. Returns the resampler and counts the chunk as pushed; the caller
-        converts it and hands the frame over (the session's
-        :meth:`~mediastream.session.CallSession.send_converted`). Nothing else may
-        touch this encoder in between.
-        """
-        rs = self._resampler
-        if (
-            rs is None
-            or sample_rate != self._rate
-            or self._fresh
-            or self._buf
-            or self._odd
-            or self._fmt.encoding == "l16"
-        ):
-            return None
-        n = len(pcm) >> 1
-        if (
-            len(pcm) & 1
-            or n * self._fmt.sample_rate != self._frame_bytes * sample_rate
-            or not rs.prepared(n)
-        ):
-            return None
-        self._dirty = True
-        return rs
 
     def flush(self) -> list[bytes]:
         """End of an utterance (or a pause): the filter tail plus the last frame, padded.
@@ -207,14 +199,11 @@ class OutboundEncoder:
         self._rate = sample_rate
         if sample_rate == self._fmt.sample_rate:
             self._resampler = None
-            self._convert = self._encode
             return
         rs = self._resamplers.get(sample_rate)
         if rs is None:
             rs = self._resamplers[sample_rate] = StreamResampler(sample_rate, self._fmt.sample_rate)
-            self._converters[sample_rate] = resampling_encoder(self._fmt, rs)
         self._resampler = rs
-        self._convert = self._converters[sample_rate]
         # Mid-utterance the new filter's delay shows as a short shift, not a pad.
         self._fresh = self._fresh and not self._buf
 

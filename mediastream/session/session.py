@@ -1,36 +1,46 @@
 """One call's session: protocol events in, bot events out; bot audio in, paced commands out.
 
 Synchronous and clock-free: every method takes ``now`` (the caller's monotonic clock, in
-seconds) and the server decides when to call :meth:`CallSession.poll` from
-:meth:`CallSession.next_deadline`. The parts, each in its own module:
+seconds). What the session produces goes to its :class:`SessionHost`: bot events to
+``deliver``, and a ``wake`` when paced output became due; the host decides when to call
+:meth:`CallSession.poll` from :meth:`CallSession.next_deadline`. The parts, each in its
+own module:
 
 * :mod:`~mediastream.session.reorder` puts inbound media back in order (Telnyx does not
   guarantee it), filling true gaps with silence;
 * :mod:`~mediastream.session.inbound` decodes, resamples once and cuts 20 ms bot frames;
 * :mod:`~mediastream.session.outbound` resamples, encodes and cuts whole 20 ms wire frames;
 * :mod:`~mediastream.session.pacer` releases them a bounded lead ahead of real time;
-* :mod:`~mediastream.session.ledger` turns mark echoes into what the caller heard.
+* :mod:`~mediastream.session.ledger` turns mark echoes into what the caller heard;
+* :mod:`~mediastream.session.batch` runs every resampler step, at once or batched.
+
+Order. Each direction has one path, whatever the batcher does: a resampler step goes to
+the batcher, and the session carries on from its result. While a direction has a step
+out, what comes next in that direction waits in the session's queue for it (inbound
+events behind the caller's audio; bot audio and utterance ends behind the bot's audio),
+so the bot hears everything in the order it came and the caller hears everything in the
+order it was sent, with or without batching. Without batching a step's result comes back
+before the call that made it returns and nothing ever waits. :attr:`CallSession.accepting`
+says when inbound input would wait; a driver that reads a socket stops reading then
+(``SessionHost.resume`` tells it to go on), so its protocol parser never runs ahead of
+the session.
 
 Driving it (what the server does)::
 
-    session = CallSession(call_info, now=loop.time())
-    for event in session.receive_event(protocol_event, loop.time()): deliver(event)
-    session.send_audio(pcm, 24000, loop.time())       # from the bot, then:
-    commands, events = session.poll(loop.time())       # send commands, deliver events
-    sleep_until(session.next_deadline())               # None: wait for new input only
-
-After :meth:`~CallSession.send_audio`, :meth:`~CallSession.end_utterance` or
-:meth:`~CallSession.clear`, ``next_deadline()`` is ``<= now`` when something is due, so a
-server that re-arms its timer after every call never misses a frame.
+    session = CallSession(call_info, host, now=loop.time(), batcher=batcher)
+    session.receive_event(protocol_event, loop.time())  # bot events go to host.deliver
+    session.send_audio(pcm, 24000, loop.time())          # from the bot; then host.wake()
+    commands = session.poll(loop.time())                  # send them
+    sleep_until(session.next_deadline())                  # None: wait for new input only
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Final, TypeAlias
+from collections import deque
+from collections.abc import Sequence
+from typing import Final, Protocol
 
-from audiocodecs.resample import StreamResampler
 from mediastream.call import CallEnded, CallEvent, DtmfPressed
 from mediastream.protocols.events import (
     AudioCleared,
@@ -48,20 +58,16 @@ from mediastream.protocols.events import (
     StreamStopped,
     UnknownEventReceived,
 )
-from mediastream.session.codec import FRAME_S
+from mediastream.session.batch import ResampleBatcher
+from mediastream.session.codec import FRAME_S, SUPPORTED_RATES
 from mediastream.session.inbound import InboundPath
 from mediastream.session.ledger import DEFAULT_MARK_GRACE, PlayoutLedger
 from mediastream.session.outbound import OutboundEncoder
 from mediastream.session.pacer import Pacer
-from mediastream.session.reorder import FILL, ReorderBuffer
+from mediastream.session.reorder import ReorderBuffer
 from mediastream.session.stats import SessionStats
 
-__all__ = ["BatchStep", "CallSession"]
-
-#: A conversion a session hands out to be batched with other calls' (see
-#: :meth:`CallSession.attach_batcher`): the stream's resampler and the wire encoding
-#: (``"pcmu"`` or ``"pcma"``) it converts from (inbound) or to (outbound).
-BatchStep: TypeAlias = tuple[StreamResampler, str]
+__all__ = ["CallSession", "SessionHost"]
 
 #: Default for ``idle_flush``. A flush pads the tail to a whole 20 ms frame; if the bot was
 #: only late (an echo or a streaming TTS under network jitter) rather than paused, that
@@ -79,6 +85,52 @@ _SEQUENCE: Final = 2
 _NO_KEY: Final = 3
 #: Lateness below this is timer noise, not an audible underrun.
 _UNDERRUN_SLACK: Final = 0.001
+#: Shared by every session built without a batcher: converts each step at once.
+_AT_ONCE: Final = ResampleBatcher()
+
+
+class SessionHost(Protocol):
+    """Where a :class:`CallSession` sends what it produces (the server's connection)."""
+
+    def deliver(self, events: list[CallEvent]) -> None:
+        """Bot events, in order; :class:`~mediastream.call.CallEnded` comes last, once."""
+
+    def wake(self) -> None:
+        """Bot audio (or events) became due: call :meth:`CallSession.poll` soon."""
+
+    def resume(self) -> None:
+        """Inbound input waiting on a resampler step was handled: feed more."""
+
+    def failed(self, exc: Exception) -> None:
+        """Work the session did off its caller's stack (a batch's result) failed: end
+        the call. Errors on the caller's stack are raised to the caller instead."""
+
+
+class _End:
+    """Queued end of the stream (inbound): the buffered audio first, then CallEnded."""
+
+    __slots__ = ("drained", "now", "reason")
+
+    def __init__(self, reason: str, now: float) -> None:
+        self.reason = reason
+        self.now = now
+        self.drained = False
+
+
+class _Finish:
+    """Queued utterance end (outbound): behind the bot audio queued before it."""
+
+    __slots__ = ("now",)
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+
+#: Inbound work, in order: a payload or FILL for the inbound path, bot events to deliver,
+#: a protocol event not yet handled (with its time), the end of the stream.
+_InWork = bytes | None | list[CallEvent] | tuple[Event, float] | _End
+#: Outbound work, in order: bot audio (pcm, rate, now), an utterance end.
+_OutWork = tuple[bytes, int, float] | _Finish
 
 
 class CallSession:
@@ -86,6 +138,7 @@ class CallSession:
 
     Args:
         call: the call description from the provider's ``start``.
+        host: receives bot events and wake-ups (see :class:`SessionHost`).
         bot_sample_rate: rate of the PCM delivered to the bot (and the default it sends).
         playout_lead: seconds of audio released ahead of its play time (pacing bound).
         mark_interval: seconds of outbound audio between playout marks/checkpoints.
@@ -95,6 +148,7 @@ class CallSession:
             when the provider did not echo it (see :mod:`~mediastream.session.ledger`).
         idle_flush: seconds without bot audio (and with nothing left queued) after which
             the bot counts as paused and the tail is flushed, padded to a whole frame.
+        batcher: runs the resampler steps (default: each at once, a batch of one).
 
     Raises:
         UnsupportedDataError: a codec, rate or channel count the session cannot handle.
@@ -102,24 +156,34 @@ class CallSession:
     """
 
     __slots__ = (
+        "_batcher",
         "_bot_rate",
         "_call_id",
-        "_deferred_in",
-        "_deferred_out",
         "_encoder",
         "_ended",
         "_events",
         "_events_at",
         "_frames_per_mark",
+        "_host",
         "_idle_flush",
+        "_in_busy",
+        "_in_done",
         "_in_fmt",
+        "_in_sync",
+        "_in_work",
         "_inbound",
         "_key_mode",
         "_last_send",
         "_ledger",
+        "_out_busy",
+        "_out_now",
+        "_out_step_s",
+        "_out_sync",
+        "_out_void",
+        "_out_work",
+        "_out_work_s",
         "_pacer",
         "_reorder",
-        "_settle",
         "_since_mark",
         "call",
         "stats",
@@ -128,6 +192,7 @@ class CallSession:
     def __init__(
         self,
         call: CallInfo,
+        host: SessionHost,
         *,
         bot_sample_rate: int = 16000,
         playout_lead: float = 0.08,
@@ -136,6 +201,7 @@ class CallSession:
         now: float,
         mark_grace: float = DEFAULT_MARK_GRACE,
         idle_flush: float = DEFAULT_IDLE_FLUSH,
+        batcher: ResampleBatcher | None = None,
     ) -> None:
         if mark_interval <= 0:
             raise ValueError(f"mark_interval must be > 0, got {mark_interval}")
@@ -143,6 +209,8 @@ class CallSession:
             raise ValueError(f"idle_flush must be >= 0, got {idle_flush}")
         self.call = call
         self.stats = SessionStats()
+        self._host = host
+        self._batcher = _AT_ONCE if batcher is None else batcher
         self._call_id = call.call_id
         self._bot_rate = bot_sample_rate
         self._in_fmt: MediaFormat = call.inbound_format
@@ -156,13 +224,27 @@ class CallSession:
         self._since_mark = 0
         self._idle_flush = idle_flush
         self._last_send = now
+        #: Events from the outbound side (a clear's cut), delivered at the next poll.
         self._events: list[CallEvent] = []
         self._events_at = now
+        #: The stream is over for the bot's audio (stop, hang-up, socket gone).
         self._ended = False
-        #: Conversions handed out by defer_audio / defer_send and not yet returned.
-        self._deferred_in = 0
-        self._deferred_out = 0
-        self._settle: Callable[[], None] | None = None
+        #: ... and CallEnded was delivered: nothing more comes in.
+        self._in_done = False
+        # Inbound: a step out, the work waiting behind it, and a step being submitted
+        # (its result, when it comes back at once, is the submitter's to go on from).
+        self._in_busy = False
+        self._in_work: deque[_InWork] = deque()
+        self._in_sync = False
+        # Outbound: the same, plus the time of the audio out, whether a clear voided
+        # it, and the seconds of bot audio queued behind it.
+        self._out_busy = False
+        self._out_work: deque[_OutWork] = deque()
+        self._out_now = now
+        self._out_sync = False
+        self._out_void = False
+        self._out_work_s = 0.0
+        self._out_step_s = 0.0
 
     # ------------------------------------------------------------------ properties
 
@@ -176,9 +258,21 @@ class CallSession:
         return self._ended
 
     @property
+    def accepting(self) -> bool:
+        """False while inbound input would wait behind a resampler step (see the module
+        docstring): a driver reading a socket stops until ``SessionHost.resume``."""
+        return not self._in_busy and not self._in_work
+
+    @property
     def all_played(self) -> bool:
         """True when the caller has heard (or a clear discarded) everything the bot sent."""
-        return self._ledger.idle and self._pacer.empty and not self._encoder.pending
+        return (
+            self._ledger.idle
+            and self._pacer.empty
+            and not self._encoder.pending
+            and not self._out_busy
+            and not self._out_work
+        )
 
     @property
     def played_s(self) -> float:
@@ -193,168 +287,157 @@ class CallSession:
     @property
     def queued_s(self) -> float:
         """Seconds of bot audio accepted but not yet released to the provider."""
-        return self._pacer.queued_frames * FRAME_S + self._encoder.pending_s
+        queued = self._pacer.queued_frames * FRAME_S + self._encoder.pending_s + self._out_work_s
+        return queued + self._out_step_s if self._out_busy else queued
 
     @property
     def bot_speaking(self) -> bool:
         """True between PlayoutStarted and PlayoutStopped: the caller hears the bot."""
         return self._ledger.speaking
 
-    # ------------------------------------------------------------------ batching
-
-    def attach_batcher(self, settle: Callable[[], None]) -> None:
-        """Let the caller convert this call's common-case frames together with other
-        calls' (the server does, once per event-loop turn).
-
-        After this, :meth:`defer_audio` and :meth:`defer_send` may hand a frame's
-        resampling out instead of doing it. ``settle()`` must complete every
-        conversion handed out, by calling :meth:`receive_converted` or
-        :meth:`send_converted` with its result. The session calls it itself before
-        anything that has to come after a pending frame of the same direction (the
-        next inbound event; more bot audio, an utterance end, a clear; the end), so
-        each direction's order is as if every frame had been converted on the spot.
-        Results are identical: the batch functions of :mod:`audiocodecs.resample`
-        compute exactly what the stream's own methods do.
-        """
-        self._settle = settle
-
-    def _settle_now(self) -> None:
-        settle = self._settle
-        if settle is not None:
-            settle()
-        if self._deferred_in or self._deferred_out:  # never deliver out of order
-            raise RuntimeError(f"call {self._call_id}: settle() left conversions pending")
-
-    def defer_audio(self, event: AudioReceived) -> BatchStep | None:
-        """Hand the conversion of a media event out, when it is the common case.
-
-        The common case: a batcher is attached, no inbound frame is pending, the
-        caller's track, in order, the current format, G.711 resampled, one payload
-        making one bot frame. Then the event is accounted for as :meth:`receive_event`
-        would, and the caller converts ``event.payload`` with the returned step (one
-        row of :func:`audiocodecs.resample.process_ulaw_many` or ``process_alaw_many``)
-        and passes the bot frame to :meth:`receive_converted`. Otherwise returns
-        ``None``: use :meth:`receive_event`.
-        """
-        if self._deferred_in or self._settle is None or self._ended or self._events:
-            return None
-        track = event.track
-        if track != "inbound" and not track.startswith("inbound"):
-            return None
-        fmt = event.format
-        if fmt is not self._in_fmt and fmt != self._in_fmt:
-            return None
-        rs = self._inbound.batchable(event.payload)
-        if rs is None:
-            return None
-        key = self._key(event)
-        if key is not None and not self._in_order(key):
-            return None
-        self.stats.frames_in += 1
-        self._deferred_in += 1
-        return rs, fmt.encoding
-
-    def receive_converted(self, pcm: bytes) -> list[CallEvent]:
-        """The bot frame (int16 LE) of the payload :meth:`defer_audio` handed out."""
-        self._deferred_in -= 1
-        out = self._inbound.feed_converted(pcm)
-        if self._events:
-            out[:0] = self._take_events()
-        return out
-
-    def defer_send(self, pcm: bytes, sample_rate: int, now: float) -> BatchStep | None:
-        """Hand the conversion of bot audio out, when it is the common case.
-
-        The common case: a batcher is attached, no outbound frame is pending, ``pcm`` is
-        bytes at the current bot rate, exactly one wire frame of G.711, the resampler in
-        its steady state and nothing buffered. Then it counts as sent (as
-        :meth:`send_audio` would), and the caller converts it with the returned step
-        (one row of :func:`audiocodecs.resample.process_to_ulaw_many` or
-        ``process_to_alaw_many``) and passes the frame to :meth:`send_converted`.
-        Otherwise ``None``: use :meth:`send_audio`.
-        """
-        if self._deferred_out or self._settle is None or self._ended or type(pcm) is not bytes:
-            return None
-        rs = self._encoder.batchable(pcm, sample_rate)
-        if rs is None:
-            return None
-        self._last_send = now
-        self._deferred_out += 1
-        return rs, self._encoder.format.encoding
-
-    def send_converted(self, frame: bytes, now: float) -> None:
-        """The wire frame made of the audio :meth:`defer_send` handed out."""
-        self._deferred_out -= 1
-        if not self._ended:
-            self._enqueue([frame], now)
-
     # ------------------------------------------------------------------ inbound
 
-    def receive_event(self, event: Event, now: float) -> list[CallEvent]:
-        """Handle one protocol event; returns the bot events it produces, in order."""
-        if self._deferred_in:
-            self._settle_now()
-        if type(event) is AudioReceived:
-            return self._on_audio(event, now)
-        if self._ended:
-            return []
-        out: list[CallEvent]
-        if type(event) is MarkPlayed:
-            out = self._skip(event.sequence, now)
-            out += self._ledger.on_echo(event.name, now)
-        elif type(event) is DtmfReceived:
-            out = self._skip(event.sequence, now)
-            out.append(DtmfPressed(event.digit))
-        elif type(event) is StreamStopped:
-            out = self._skip(event.sequence, now)
-            out += self.end(event.reason or "stop", now)
-        elif type(event) is AudioCleared:
+    def receive_event(self, event: Event, now: float) -> None:
+        """Handle one protocol event; the bot events it produces go to ``host.deliver``.
+
+        Raises a :class:`~mediastream.errors.RemoteProtocolError` for media the session
+        cannot take (an odd L16 byte count); ``TypeError`` for what is not an event.
+        """
+        if self._in_busy or self._in_work:
+            self._in_work.append((event, now))
+        elif type(event) is AudioReceived:
+            self._on_audio(event, now)
+        else:
+            self._on_event(event, now)
+
+    def _on_event(self, event: Event, now: float) -> None:
+        if self._events:
+            self._host.deliver(self._take_events())
+        if self._in_done:
+            return
+        kind = type(event)
+        out: list[_InWork] = []
+        if kind is MarkPlayed:
+            assert isinstance(event, MarkPlayed)
+            out += self._skip(event.sequence, now)
+            out.append(self._ledger.on_echo(event.name, now))
+        elif kind is DtmfReceived:
+            assert isinstance(event, DtmfReceived)
+            out += self._skip(event.sequence, now)
+            out.append([DtmfPressed(event.digit)])
+        elif kind is StreamStopped:
+            assert isinstance(event, StreamStopped)
+            out += self._skip(event.sequence, now)
+            self._close_outbound(now)
+            out.append(_End(event.reason or "stop", now))
+        elif kind is AudioCleared:
+            assert isinstance(event, AudioCleared)
             self._ledger.on_cleared(now)
-            out = self._skip(event.sequence, now)
-        elif type(event) is StreamStarted:
-            out = self._skip(event.sequence, now)
-        elif type(event) is ProviderErrorReported:
+            out += self._skip(event.sequence, now)
+        elif kind is StreamStarted:
+            assert isinstance(event, StreamStarted)
+            out += self._skip(event.sequence, now)
+        elif kind is ProviderErrorReported:
+            assert isinstance(event, ProviderErrorReported)
             logger.warning(
                 "call %s: provider reported error code=%s title=%s detail=%s",
                 self._call_id, event.code, event.title, event.detail,
             )
-            out = []
-        elif type(event) is StreamConnected or type(event) is UnknownEventReceived:
-            out = []
-        else:
-            raise TypeError(f"not a protocol event: {type(event).__name__}")
-        if self._events:
-            out[:0] = self._take_events()
-        return out
+        elif kind is not StreamConnected and kind is not UnknownEventReceived:
+            raise TypeError(f"not a protocol event: {kind.__name__}")
+        if out:
+            self._do(out)
 
-    def _on_audio(self, event: AudioReceived, now: float) -> list[CallEvent]:
-        if self._ended:
-            return []
+    def _on_audio(self, event: AudioReceived, now: float) -> None:
+        if self._in_done:
+            return
         track = event.track
         if track != "inbound" and not track.startswith("inbound"):
             # Our own playback (both_tracks streams): not the caller's audio.
             self.stats.frames_ignored += 1
-            return []
+            return
         self.stats.frames_in += 1
-        inbound = self._inbound
+        if self._events:
+            self._host.deliver(self._take_events())
         fmt = event.format
-        changed: list[CallEvent] | None = None
+        out: list[_InWork] = []
         if fmt is not self._in_fmt and fmt != self._in_fmt:
             logger.info("call %s: inbound format changed to %s", self._call_id, fmt)
             self._in_fmt = fmt
-            changed = inbound.set_format(fmt)
+            out.append(self._inbound.set_format(fmt))
         key = self._key(event)
-        out: list[CallEvent]
         if key is None or self._in_order(key):
             # In order (the common case): straight through, no added latency.
-            out = inbound.feed(event.payload)
+            if not out:
+                self._feed(event.payload)
+                return
+            out.append(event.payload)
         else:
-            out = self._feed_items(self._reorder.push(key, event.payload, now))
-        if changed:
-            out[:0] = changed
-        if self._events:
-            out[:0] = self._take_events()
-        return out
+            out += self._reorder.push(key, event.payload, now)
+        self._do(out)
+
+    def _feed(self, item: bytes | None) -> None:
+        """One payload (or FILL) into the inbound path: frames now, or a step out."""
+        inbound = self._inbound
+        step = inbound.fill_step() if item is None else inbound.step(item)
+        if isinstance(step, list):
+            if step:
+                self._host.deliver(step)
+            return
+        rs, kind, data = step
+        self._in_busy = True
+        self._in_sync = True
+        try:
+            self._batcher.submit(rs, kind, data, self._on_converted_in)
+        finally:
+            self._in_sync = False
+
+    def _on_converted_in(self, result: bytes | Exception) -> None:
+        self._in_busy = False
+        try:
+            if type(result) is not bytes:
+                assert isinstance(result, Exception)
+                raise result
+            frames = self._inbound.converted(result)
+            if frames:
+                self._host.deliver(frames)
+            if self._in_sync:
+                return  # a step converted at once: its caller goes on with the queue
+            self._run_in()
+        except Exception as exc:  # off the caller's stack: the host ends the call
+            self._in_work.clear()
+            self._host.failed(exc)
+            return
+        if not self._in_busy and not self._in_work:
+            self._host.resume()
+
+    def _do(self, work: Sequence[_InWork]) -> None:
+        """Inbound work produced by one event, in order: whatever follows a step that
+        went out waits at the front of the queue, ahead of later events."""
+        for i, item in enumerate(work):
+            if self._in_busy:
+                self._in_work.extendleft(reversed(work[i:]))
+                return
+            if item is None or isinstance(item, bytes):
+                self._feed(item)
+            elif isinstance(item, list):
+                if item:
+                    self._host.deliver(item)
+            elif isinstance(item, tuple):
+                event, now = item
+                if isinstance(event, AudioReceived):
+                    self._on_audio(event, now)
+                else:
+                    self._on_event(event, now)
+            else:
+                assert isinstance(item, _End)
+                self._end_stream(item)
+
+    def _run_in(self) -> None:
+        """Handle queued inbound work until a step is out or nothing is left."""
+        work = self._in_work
+        while work and not self._in_busy:
+            self._do([work.popleft()])
 
     def _key(self, event: AudioReceived) -> int | None:
         """The frame's reorder key (chunk or sequence number) in this stream's key mode."""
@@ -388,41 +471,53 @@ class CallSession:
         self._key_mode = _NO_KEY
         return None
 
-    def _skip(self, sequence: int | None, now: float) -> list[CallEvent]:
+    def _skip(self, sequence: int | None, now: float) -> list[bytes | None]:
         if self._key_mode != _SEQUENCE or sequence is None:
             return []
-        return self._feed_items(self._reorder.skip(sequence, now))
+        return self._reorder.skip(sequence, now)
 
-    def _feed_items(self, items: list[bytes | None]) -> list[CallEvent]:
-        out: list[CallEvent] = []
-        inbound = self._inbound
-        for item in items:
-            if item is FILL:
-                out += inbound.feed_fill()
-            else:
-                out += inbound.feed(item)
-        return out
-
-    def end(self, reason: str, now: float) -> list[CallEvent]:
-        """The stream is over: flush the caller's audio and return it with :class:`CallEnded`.
+    def end(self, reason: str, now: float) -> None:
+        """The stream is over: the caller's buffered audio, then :class:`CallEnded`, go to
+        the bot (behind the inbound work received before this).
 
         Called for the provider's ``stop``; the server calls it itself when the socket
         closes or the call is hung up. Outbound audio still queued is dropped (nobody is
-        left to hear it). Idempotent: later calls return ``[]``.
+        left to hear it). Idempotent.
         """
-        if self._deferred_in or self._deferred_out:
-            self._settle_now()
         if self._ended:
-            return []
-        out = self._feed_items(self._reorder.drain())
-        out += self._inbound.flush()
+            return
+        self._close_outbound(now)
+        end = _End(reason, now)
+        if self._in_busy or self._in_work:
+            self._in_work.append(end)
+        else:
+            self._end_stream(end)
+
+    def _close_outbound(self, now: float) -> None:
         self._ended = True
         dropped = self._pacer.clear(now)
-        self._encoder.reset()
+        self._out_work.clear()
+        self._out_work_s = 0.0
+        if self._out_busy:
+            self._out_void = True
+        else:
+            self._encoder.reset()
         if dropped:
             logger.info("call %s: ended with %d outbound frames unplayed", self._call_id, dropped)
-        out.append(CallEnded(reason))
-        return out
+
+    def _end_stream(self, end: _End) -> None:
+        if self._in_done:
+            return
+        if not end.drained:  # what the reorder buffer holds goes first, in order
+            end.drained = True
+            self._do([*self._reorder.drain(), end])
+            return
+        self._in_done = True
+        out = self._inbound.flush()
+        out.append(CallEnded(end.reason))
+        if self._events:
+            out[:0] = self._take_events()
+        self._host.deliver(out)
 
     # ------------------------------------------------------------------ outbound
 
@@ -432,62 +527,136 @@ class CallSession:
 
         Raises ``ValueError`` for an unsupported rate, ``TypeError`` for non-bytes.
         """
-        if self._deferred_out:
-            self._settle_now()
         if self._ended:
             return
-        frames = self._encoder.push(pcm, sample_rate)
         self._last_send = now
-        if frames:
-            self._enqueue(frames, now)
+        if self._out_busy or self._out_work:
+            # Checked now, as the step would: the bot learns of its mistake on its stack.
+            if not isinstance(pcm, bytes | bytearray | memoryview):
+                raise TypeError(f"bot audio must be bytes-like, got {type(pcm).__name__}")
+            if sample_rate not in SUPPORTED_RATES:
+                raise ValueError(
+                    f"bot sample rate {sample_rate} is not supported; "
+                    f"use one of {sorted(SUPPORTED_RATES)}"
+                )
+            self._out_work.append((bytes(pcm), sample_rate, now))
+            self._out_work_s += len(pcm) / (2 * sample_rate)
+            return
+        self._push(pcm, sample_rate, now)
+
+    def _push(self, pcm: bytes, sample_rate: int, now: float) -> None:
+        step = self._encoder.step(pcm, sample_rate)
+        if isinstance(step, list):
+            if step:
+                self._enqueue(step, now)
+                self._host.wake()
+            return
+        rs, kind, data = step
+        self._out_busy = True
+        self._out_step_s = len(data) / (2 * sample_rate)
+        self._out_now = now
+        self._out_sync = True
+        try:
+            self._batcher.submit(rs, kind, data, self._on_converted_out)
+        finally:
+            self._out_sync = False
+
+    def _on_converted_out(self, result: bytes | Exception) -> None:
+        self._out_busy = False
+        try:
+            if self._out_void:  # a clear or the end came while it was out: nobody hears it
+                self._out_void = False
+                self._encoder.reset()
+            elif type(result) is not bytes:
+                assert isinstance(result, Exception)
+                raise result
+            else:
+                frames = self._encoder.converted(result)
+                if frames:
+                    self._enqueue(frames, self._out_now)
+            if not self._out_sync:
+                self._run_out()
+        except Exception as exc:  # the host ends the call
+            self._out_work.clear()
+            self._host.failed(exc)
+            return
+        self._host.wake()
+
+    def _run_out(self) -> None:
+        work = self._out_work
+        while work and not self._out_busy and not self._ended:
+            item = work.popleft()
+            if type(item) is tuple:
+                pcm, rate, now = item
+                self._out_work_s -= len(pcm) / (2 * rate)
+                self._push(pcm, rate, now)
+            else:
+                assert isinstance(item, _Finish)
+                self._finish(item.now)
+        if not work:
+            self._out_work_s = 0.0
 
     def end_utterance(self, now: float) -> None:
         """The bot finished an utterance: flush the resampler tail, pad the last frame to
         20 ms with codec silence, and place the utterance's final mark."""
-        if self._deferred_out:
-            self._settle_now()
         if self._ended:
             return
+        if self._out_busy or self._out_work:
+            self._out_work.append(_Finish(now))
+            return
         self._finish(now)
+        self._host.wake()
 
     def clear(self, now: float) -> list[Command]:
         """Interrupt: ``ClearAudio``, drop queued audio, resolve pending marks as cut.
 
         The ``PlayoutStopped(played_s, cut=True)`` of the interrupted utterance comes
-        out of the next :meth:`poll` (or :meth:`receive_event`); ``next_deadline()`` is
-        then ``now``.
+        out of the next :meth:`poll` (``next_deadline()`` is then ``now``).
         """
-        if self._deferred_out:
-            self._settle_now()
         if self._ended:
             return []
+        self._out_work.clear()
+        self._out_work_s = 0.0
+        if self._out_busy:
+            self._out_void = True  # its result is dropped and the filter reset then
+        else:
+            self._encoder.reset()
         pacer = self._pacer
         backlog = pacer.backlog_s(now)
         self.stats.clear_backlog_s = backlog
         heard_pos = pacer.released_pos_s - backlog
         pacer.clear(now)
-        self._encoder.reset()
         self._since_mark = 0
         events = self._ledger.cut(heard_pos, pacer.frames_pushed * FRAME_S, now)
         if events:
             self._add_events(events, now)
         return [ClearAudio()]
 
-    def poll(self, now: float) -> tuple[list[Command], list[CallEvent]]:
-        """Everything due by ``now``: paced SendAudio/SendMark commands and ledger events."""
+    def poll(self, now: float) -> list[Command]:
+        """Everything due by ``now``: paced SendAudio/SendMark commands. Ledger events
+        (and audio the reorder buffer gave up waiting for) go to ``host.deliver``."""
         commands: list[Command] = []
         if self._ended:
-            return commands, self._take_events()
-        if self._encoder.pending and now >= self._flush_deadline():
+            if self._events:
+                self._host.deliver(self._take_events())
+            return commands
+        if (
+            self._encoder.pending
+            and not self._out_busy
+            and not self._out_work
+            and now >= self._flush_deadline()
+        ):
             # The bot paused: the tail must play right after what is queued. Nothing held.
             self.stats.idle_flushes += 1
             self._finish(now)
         self._pacer.release(now, commands)
         events = self._take_events() if self._events else []
         events += self._ledger.tick(now)
-        if self._reorder.holding:
-            events += self._feed_items(self._reorder.expire(now))
-        return commands, events
+        if events:
+            self._do([events])
+        if self._reorder.holding and not self._in_busy and not self._in_work:
+            self._do(self._reorder.expire(now))
+        return commands
 
     def next_deadline(self) -> float | None:
         """When :meth:`poll` should next run; ``None`` when only new input can change that."""
