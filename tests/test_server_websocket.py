@@ -18,7 +18,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from _util_server import (
@@ -158,7 +158,7 @@ PUBLIC = {
 class _Recording(ServerProtocol):
     """Records every attribute our own code reads off the protocol object."""
 
-    read: set[str] = set()
+    read: ClassVar[set[str]] = set()
 
     def __getattribute__(self, name: str) -> Any:
         caller = sys._getframe(1).f_globals.get("__name__", "")

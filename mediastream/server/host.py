@@ -63,7 +63,14 @@ class CallHost(Protocol):
 
 
 class ServerState(Protocol):
-    """What the health and metrics routes read (:mod:`.http`)."""
+    """What the upgrade policy (:mod:`.upgrade`) and the health and metrics routes
+    (:mod:`.http`) read of the server."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def agents(self) -> AgentRegistry: ...
 
     @property
     def draining(self) -> bool: ...

@@ -11,22 +11,20 @@ from __future__ import annotations
 import http
 import logging
 from collections.abc import Mapping
-from typing import Final, Protocol
+from typing import Final
 from urllib.parse import parse_qsl
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from mediastream.agents import AgentRegistry
-from mediastream.config import Config
 from mediastream.errors import AuthenticationError
 
 from . import control
-from .metrics import ServerMetrics
+from .host import ServerState
 from .routes import parse_media_path
 from .websocket import MediaSocket
 
-__all__ = ["SERVER_HEADER", "UpgradeState", "answer_upgrade", "request_headers"]
+__all__ = ["SERVER_HEADER", "answer_upgrade", "request_headers"]
 
 logger = logging.getLogger("mediastream.server")
 
@@ -34,26 +32,7 @@ logger = logging.getLogger("mediastream.server")
 SERVER_HEADER: Final = "mediastream"
 
 
-class UpgradeState(Protocol):
-    """What the upgrade policy reads of the server."""
-
-    @property
-    def config(self) -> Config: ...
-
-    @property
-    def agents(self) -> AgentRegistry: ...
-
-    @property
-    def metrics(self) -> ServerMetrics: ...
-
-    @property
-    def draining(self) -> bool: ...
-
-    @property
-    def media_connections(self) -> int: ...
-
-
-def answer_upgrade(server: UpgradeState, socket: MediaSocket, request: Request) -> Response:
+def answer_upgrade(server: ServerState, socket: MediaSocket, request: Request) -> Response:
     """The response to ``request``; on success ``socket.route`` and ``socket.query`` say
     where it was going."""
     path, _, query = request.path.partition("?")
@@ -91,7 +70,7 @@ def answer_upgrade(server: UpgradeState, socket: MediaSocket, request: Request) 
 
 
 def _reject(
-    server: UpgradeState, socket: MediaSocket, status: http.HTTPStatus, text: str
+    server: ServerState, socket: MediaSocket, status: http.HTTPStatus, text: str
 ) -> Response:
     server.metrics.rejected.labels(str(status.value)).inc()
     response = socket.reject(status, text + "\n")

@@ -293,7 +293,7 @@ class MediaSocket(asyncio.Protocol):
         frames = [event for event in ws.events_received() if isinstance(event, Frame)]
         for frame in frames:
             if frame.opcode is Opcode.CLOSE:
-                close = Close.parse(frame.data)
+                close = Close.parse(bytes(frame.data))
                 self._received = (close.code, close.reason)
         self._write_out()  # pongs, the close reply, or the close that fails the peer
         for frame in frames:
@@ -373,6 +373,9 @@ class MediaSocket(asyncio.Protocol):
             self._closing_by_us = True
             self._ws.send_close(code, reason)
             self._write_out()
+            held = self._splitter.take_all()
+            if held:  # nothing more is delivered; the peer's close frame may be in there
+                self._to_websockets(held)
         elif self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 

@@ -418,6 +418,8 @@ class CallSession:
             if self._in_busy:
                 self._in_work.extendleft(reversed(work[i:]))
                 return
+            if self._in_done:  # CallEnded went out (a failure ended the call meanwhile)
+                return
             if item is None or isinstance(item, bytes):
                 self._feed(item)
             elif isinstance(item, list):
