@@ -8,7 +8,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8765
 ARGS   ?=
 
-.PHONY: run test bench lint typecheck fuzz soak hostile clean
+.PHONY: run test test-websockets-floor bench lint typecheck fuzz soak hostile clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,23 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
+
+# The suite again on the oldest websockets pyproject.toml allows (its floor, read from
+# there), in a venv of its own: the server uses only websockets' public sans-I/O API,
+# and this is how we know that API holds over the whole range. `make test` runs the
+# newest release the range allows.
+FLOOR_VENV = .venv-websockets-floor
+WS_FLOOR   = $(shell sed -n 's/.*"websockets>=\([0-9.]*\)".*/\1/p' pyproject.toml)
+
+$(FLOOR_VENV)/.installed-stamp: pyproject.toml
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FLOOR_VENV)/bin/python -m pip install --quiet -e '.[bot,dev,bench,plot]' 'websockets==$(WS_FLOOR)'
+	touch $@
+
+test-websockets-floor: $(FLOOR_VENV)/.installed-stamp
+	$(FLOOR_VENV)/bin/python -c 'import websockets; print("websockets", websockets.__version__)'
+	$(FLOOR_VENV)/bin/python -m pytest -q $(ARGS)
 
 # Benchmarks run with OpenBLAS choosing its kernels for this CPU, as a deployment would:
 # some build machines force OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (for old OpenBLAS builds),
@@ -50,4 +67,4 @@ hostile: $(STAMP)
 	$(PY) -m bench hostile $(ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FLOOR_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

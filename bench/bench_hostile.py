@@ -48,6 +48,7 @@ import aiohttp
 import websockets
 from aiohttp import web
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.protocol import State
 
 from bench.harness import LOST_FRAME_MS
 from mediastream.caller import ProbeConfig, RunReport, run_calls
@@ -281,7 +282,9 @@ async def open_stream(
     headers = dict(stream_target.headers)
     ws = await connect(
         stream_target.url, additional_headers=headers, max_size=None, compression=None,
-        open_timeout=target.deadline(), close_timeout=target.deadline(), max_queue=None,
+        # A queue so deep it never fills: the peer reads everything (max_queue=None is
+        # refused by the oldest websockets the project supports).
+        open_timeout=target.deadline(), close_timeout=target.deadline(), max_queue=1 << 20,
     )
     return Stream(ws, dialect, stream_target.url, headers, params)
 
@@ -292,11 +295,13 @@ async def ws_answer(ws: ClientConnection, timeout: float) -> str:
         async with asyncio.timeout(timeout):
             while True:
                 await ws.recv()
-    if ws.state is not websockets.State.CLOSED:
+    # ws.protocol: the connection object itself has state/close_code only from
+    # websockets 15 on; the sans-I/O protocol has them in every supported release.
+    if ws.protocol.state is not State.CLOSED:
         await ws.close()
         return "open"
-    received = ws.protocol.close_rcvd
-    return f"close {received.code}" if received is not None else "dropped"
+    code = ws.protocol.close_code  # 1006 (never sent on the wire): no close frame came
+    return f"close {code}" if code != 1006 else "dropped"
 
 
 async def upgrade_status(url: str, headers: dict[str, str], timeout: float) -> str:

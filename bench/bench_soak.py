@@ -301,7 +301,7 @@ async def lean_call(
                     with contextlib.suppress(websockets.ConnectionClosed):
                         while True:
                             await ws.recv()
-                    code = ws.close_code
+                    code = ws.protocol.close_code
                 else:
                     await ws.close()
                     code = 1000

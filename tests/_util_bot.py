@@ -430,7 +430,7 @@ class TwilioPhone:
         except ConnectionClosed:
             pass
         finally:
-            self.closed = (self._ws.close_code, self._ws.close_reason or "")
+            self.closed = (self._ws.protocol.close_code, self._ws.protocol.close_reason or "")
             self._closed_event.set()
 
     async def _echo(self, name: str) -> None:

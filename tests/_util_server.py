@@ -437,7 +437,8 @@ class FakeProvider:
                     while True:
                         await self.ws.recv()
             await self.ws.wait_closed()
-        return self.ws.close_code, self.ws.close_reason
+        # protocol.close_*: the connection object only has them from websockets 15 on.
+        return self.ws.protocol.close_code, self.ws.protocol.close_reason
 
 
 def _ignore_closed(task: asyncio.Future[None]) -> None:

@@ -148,7 +148,7 @@ class WebSocketClient(asyncio.Protocol):
             self._close_received = True
             # ws.close_code is only set once CLOSED; read the frame itself (RFC 6455 §5.5.1).
             try:
-                close = Close.parse(frame.data)
+                close = Close.parse(bytes(frame.data))
             except Exception:  # the protocol object has already failed the connection
                 return
             self.handler.on_close_frame(close.code, close.reason, now)
