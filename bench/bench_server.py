@@ -12,6 +12,9 @@ other core (``--client-core``). Stacks:
 * ``ms-8k`` -- ``mediastream serve --bot echo --bot-sample-rate 8000``: the full path
   (protocol, μ-law decode, bot task, encode, pacer, marks, metrics) without resampling.
 * ``ms-16k`` -- the same with the default 16 kHz bot rate: both resamplers run.
+* with ``--baseline REF`` (a git commit, tag or branch), ``ms-8k@REF`` and ``ms-16k@REF``
+  too: the same commands run from a checkout of REF (a temporary ``git worktree``), so a
+  change is measured against what came before it in one run, side by side.
 
 For each number of concurrent calls, side by side: audible round-trip latency p50/p99
 (probe sent -> the caller *hears* its onset: arrival plus the wait in the provider's
@@ -32,11 +35,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +70,8 @@ class Stack:
     name: str
     argv: tuple[str, ...]
     path: str
+    #: Another source tree to run from (``--baseline``); ``None``: this one.
+    root: Path | None = None
 
 
 STACKS = (
@@ -97,7 +105,8 @@ async def _bench(stacks: list[Stack], levels: list[int], args: argparse.Namespac
                  deadline: float, rep_runs: RepRuns) -> dict[str, list[LevelResult]]:
     """All servers up at once; each repetition of a level runs every stack back to back,
     so the machine's background load (it is shared) falls on all of them alike."""
-    servers = [ServerProcess(stack.name, stack.argv, core=args.server_core) for stack in stacks]
+    servers = [ServerProcess(stack.name, stack.argv, core=args.server_core, root=stack.root)
+               for stack in stacks]
     urls = [server.url(stack.path) for server, stack in zip(servers, stacks, strict=True)]
     by_stack: dict[str, list[LevelResult]] = {s.name: [] for s in stacks}
     try:
@@ -135,7 +144,9 @@ def _ratios(by_stack: dict[str, list[LevelResult]], rep_runs: RepRuns) -> list[s
     in the shared machine's speed between rounds cancels out), with its range."""
     lines = []
     floor = {r.calls: r for r in by_stack.get("floor", [])}
-    for name in ("ms-8k", "ms-16k"):
+    for name in by_stack:
+        if name == "floor":
+            continue
         for r in by_stack.get(name, []):
             ref = floor.get(r.calls)
             if ref is None or r.audible_p50 is None or ref.audible_p50 is None:
@@ -145,9 +156,30 @@ def _ratios(by_stack: dict[str, list[LevelResult]], rep_runs: RepRuns) -> list[s
             ratios = sorted(a.cpu / b.cpu for a, b in pairs if a.cpu and b.cpu)
             if not ratios:
                 continue
-            lines.append(f"{name} at {r.calls:4d} calls: CPU {statistics.median(ratios):4.2f}x "
+            lines.append(f"{name:>12} at {r.calls:4d} calls: CPU {statistics.median(ratios):4.2f}x "
                          f"the floor's (per round {ratios[0]:.2f}-{ratios[-1]:.2f}), audible "
                          f"p50 {r.audible_p50 - ref.audible_p50:+5.1f} ms vs the floor")
+    return lines
+
+
+def _versus_baseline(by_stack: dict[str, list[LevelResult]], rep_runs: RepRuns) -> list[str]:
+    """Per level, each stack against the same stack run from the baseline checkout: CPU
+    as the median of per-round ratios (this over the baseline) and audible p99."""
+    lines = []
+    for name in by_stack:
+        base, at, _ = name.partition("@")
+        if not at:
+            continue
+        for mine, theirs in zip(by_stack.get(base, []), by_stack[name], strict=False):
+            pairs = zip(rep_runs.get((base, mine.calls), []),
+                        rep_runs.get((name, theirs.calls), []), strict=False)
+            ratios = sorted(a.cpu / b.cpu for a, b in pairs if a.cpu and b.cpu)
+            if not ratios or mine.audible_p99 is None or theirs.audible_p99 is None:
+                continue
+            lines.append(f"{base:>7} vs {name} at {mine.calls:4d} calls: CPU "
+                         f"{statistics.median(ratios):4.2f}x (per round {ratios[0]:.2f}-"
+                         f"{ratios[-1]:.2f}), audible p99 {mine.audible_p99:5.1f} vs "
+                         f"{theirs.audible_p99:5.1f} ms")
     return lines
 
 
@@ -164,12 +196,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=[s.name for s in STACKS])
     parser.add_argument("--quick", action="store_true", help="1 and 10 calls, one repetition")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also run ms-8k and ms-16k from a checkout of this git commit")
     args = parser.parse_args(argv)
     if args.quick:
         args.levels, args.reps, args.seconds = "1,10", 1, 4.0
     levels = sorted({int(x) for x in args.levels.split(",") if x.strip()})
     args.server_core, args.client_core = pin_cores(args.server_core, args.client_core)
     stacks = [s for s in STACKS if not args.only or s.name in args.only]
+    with contextlib.ExitStack() as cleanup:
+        if args.baseline:
+            tree = cleanup.enter_context(_checkout(args.baseline))
+            stacks += [Stack(f"{s.name}@{args.baseline[:10]}", s.argv, s.path, tree)
+                       for s in STACKS if s.name.startswith("ms-")]
+        return _run(stacks, levels, args)
+
+
+@contextlib.contextmanager
+def _checkout(ref: str) -> Iterator[Path]:
+    """A temporary worktree of ``ref`` (removed afterwards)."""
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", "-q", str(tree),
+                        ref], check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)],
+                           check=False)
+
+
+def _run(stacks: list[Stack], levels: list[int], args: argparse.Namespace) -> int:
     start = time.monotonic()
     log(f"{', '.join(s.name for s in stacks)}: levels {levels}, "
         f"{args.seconds:g} s calls x {args.reps}, interleaved")
@@ -182,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"server's one core; lag99 = load generator send lag p99\n")
     print_table(*level_table(by_stack, COLUMNS))
     print()
-    for line in _ratios(by_stack, rep_runs):
+    for line in _ratios(by_stack, rep_runs) + _versus_baseline(by_stack, rep_runs):
         print(line)
     print(f"(wall time {time.monotonic() - start:.0f} s)")
     if args.json:

@@ -131,14 +131,16 @@ class ServerProcess:
     """
 
     def __init__(self, name: str, argv: Sequence[str], *, core: int | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, root: Path | None = None) -> None:
         self.name = name
+        #: The source tree the command runs from (another checkout: an earlier commit).
+        self.root = ROOT if root is None else root
         self.port = free_port()
         self.argv = [a.replace("{port}", str(self.port)) for a in argv]
         self.core = core
         clean = {k: v for k, v in os.environ.items()
                  if not k.startswith(("MEDIASTREAM_", "TWILIO_", "TELNYX_", "PLIVO_"))}
-        clean["PYTHONPATH"] = str(ROOT) + os.pathsep + clean.get("PYTHONPATH", "")
+        clean["PYTHONPATH"] = str(self.root) + os.pathsep + clean.get("PYTHONPATH", "")
         clean.update(env or {})
         self._env = clean
         self.proc: subprocess.Popen[bytes] | None = None
@@ -147,7 +149,7 @@ class ServerProcess:
         """Start the process and wait until its port accepts connections."""
         core = self.core
         self.proc = subprocess.Popen(
-            [sys.executable, *self.argv], cwd=ROOT, env=self._env,
+            [sys.executable, *self.argv], cwd=self.root, env=self._env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             preexec_fn=(lambda: os.sched_setaffinity(0, {core})) if core is not None else None,
         )
