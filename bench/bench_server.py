@@ -13,8 +13,9 @@ other core (``--client-core``). Stacks:
   (protocol, μ-law decode, bot task, encode, pacer, marks, metrics) without resampling.
 * ``ms-16k`` -- the same with the default 16 kHz bot rate: both resamplers run.
 * with ``--baseline REF`` (a git commit, tag or branch), ``ms-8k@REF`` and ``ms-16k@REF``
-  too: the same commands run from a checkout of REF (a temporary ``git worktree``), so a
-  change is measured against what came before it in one run, side by side.
+  (those of them ``--only`` keeps) too: the same commands run from a checkout of REF (a
+  temporary ``git worktree``), so a change is measured against what came before it in
+  one run, side by side.
 
 For each number of concurrent calls, side by side: audible round-trip latency p50/p99
 (probe sent -> the caller *hears* its onset: arrival plus the wait in the provider's
@@ -208,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.baseline:
             tree = cleanup.enter_context(_checkout(args.baseline))
             stacks += [Stack(f"{s.name}@{args.baseline[:10]}", s.argv, s.path, tree)
-                       for s in STACKS if s.name.startswith("ms-")]
+                       for s in list(stacks) if s.name.startswith("ms-")]
         return _run(stacks, levels, args)
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .call import BotRunner
+from .config import Config
 from .errors import MediaStreamError, Outcome
 from .protocols.events import CallInfo
 
@@ -42,6 +43,7 @@ __all__ = [
     "UnknownAgentError",
     "load_bot",
     "parse_agent_option",
+    "registry_from_config",
 ]
 
 #: The bot ``mediastream serve`` runs when none is given (written with Pipecat).
@@ -281,3 +283,14 @@ def _printable(name: str) -> str:
     # and into logs: keep it short and free of control characters.
     cleaned = "".join(c if c.isprintable() else "?" for c in name)
     return cleaned[:64]
+
+
+def registry_from_config(config: Config) -> AgentRegistry:
+    """Load ``config.bot`` and ``config.agents`` (``NAME=SPEC,...``) into a registry."""
+    agents = [
+        parse_agent_option(item) for item in config.agents.split(",") if item.strip()
+    ]
+    return AgentRegistry(
+        load_bot(config.bot) if config.bot else None,
+        [(name, load_bot(spec)) for name, spec in agents],
+    )

@@ -34,7 +34,7 @@ class Link:
         self.listener_errors: list[Exception] = []
         self.dropped = 0
 
-    def wake_writer(self) -> None:
+    def wake(self) -> None:
         pass
 
     def send_now(self, commands: list[Command]) -> None:

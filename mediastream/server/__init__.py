@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+from mediastream.agents import registry_from_config
+
 from .http import mount
 from .serve import serve
-from .server import MediaStreamServer, registry_from_config
+from .server import MediaStreamServer
 
 __all__ = ["MediaStreamServer", "mount", "registry_from_config", "serve"]

@@ -130,8 +130,9 @@ def run(args: argparse.Namespace) -> int:
         from .workers import run_workers
 
         return run_workers(config)
+    from mediastream.agents import registry_from_config
+
     from .serve import serve
-    from .server import registry_from_config
 
     try:
         registry = registry_from_config(config)

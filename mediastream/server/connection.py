@@ -291,9 +291,6 @@ class MediaConnection:
 
     # ------------------------------------------------------------------ CallLink
 
-    def wake_writer(self) -> None:
-        self.wake()
-
     def send_now(self, commands: list[Command]) -> None:
         if self._writer is not None and self._ending is None:
             self._writer.send_now(commands)

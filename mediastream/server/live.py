@@ -47,7 +47,8 @@ __all__ = ["LiveCall"]
 class CallLink(Protocol):
     """What a :class:`LiveCall` needs from the connection that owns it."""
 
-    def wake_writer(self) -> None: ...
+    def wake(self) -> None:
+        """Run the writer's step (something may be due)."""
 
     def send_now(self, commands: list[Command]) -> None:
         """Encode and send ``commands`` ahead of paced audio (LocalProtocolError for a
@@ -284,7 +285,7 @@ class LiveCall(Call):
         waiter: asyncio.Future[bool] = self._loop.create_future()
         self._played_waiters.append(waiter)
         # The writer re-checks on every wake-up; make sure it wakes at the next deadline.
-        self._link.wake_writer()
+        self._link.wake()
         try:
             async with asyncio.timeout(timeout):
                 return await waiter

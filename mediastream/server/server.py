@@ -42,7 +42,7 @@ from typing import Final
 
 from aiohttp import web
 
-from mediastream.agents import AgentRegistry, load_bot, parse_agent_option
+from mediastream.agents import AgentRegistry, registry_from_config
 from mediastream.call import BotRunner
 from mediastream.config import Config
 from mediastream.control.clients import ProviderClients
@@ -59,7 +59,7 @@ from .metrics import ServerMetrics
 from .upgrade import answer_upgrade, request_headers
 from .websocket import MediaSocket
 
-__all__ = ["MediaStreamServer", "registry_from_config", "tls_context"]
+__all__ = ["MediaStreamServer", "tls_context"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,17 +79,6 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(config.tls_cert, config.tls_key or None)
     return context
-
-
-def registry_from_config(config: Config) -> AgentRegistry:
-    """Load ``config.bot`` and ``config.agents`` (``NAME=SPEC,...``) into a registry."""
-    agents = [
-        parse_agent_option(item) for item in config.agents.split(",") if item.strip()
-    ]
-    return AgentRegistry(
-        load_bot(config.bot) if config.bot else None,
-        [(name, load_bot(spec)) for name, spec in agents],
-    )
 
 
 class MediaStreamServer:

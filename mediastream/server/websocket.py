@@ -89,6 +89,8 @@ class MediaSocket(asyncio.Protocol):
         self._on_open = on_open
         self._close_timeout = close_timeout
         self._fast = fast_frames
+        #: The fast path applies now (it is on, and no fragmented message is open).
+        self._fast_now = fast_frames
         self._sockets = sockets
         #: Unique id (for logs before the call has one).
         self.id = self._ws.id
@@ -229,7 +231,7 @@ class MediaSocket(asyncio.Protocol):
     def release(self) -> None:
         """Go on delivering what waits, in order (within this turn's message budget)."""
         self._held = False
-        if not self._delivering and self._ws.state is OPEN:
+        if self._splitter.waiting and not self._delivering and self._ws.state is OPEN:
             self._deliver()
 
     def _deliver(self) -> None:
@@ -253,7 +255,7 @@ class MediaSocket(asyncio.Protocol):
                     self._continuation = self._loop.call_soon(self._continue)
                 return
             try:
-                frame = splitter.next(self._fast and not self._assembler.open)
+                frame = splitter.next(self._fast_now)
             except UnicodeDecodeError as exc:
                 self._invalid_utf8(exc)
                 return
@@ -299,6 +301,7 @@ class MediaSocket(asyncio.Protocol):
         for frame in frames:
             if frame.opcode in _DATA and ws.state is OPEN:
                 self._data_frame(frame)
+        self._fast_now = self._fast and not self._assembler.open
         self._after_close()
 
     def _data_frame(self, frame: Frame) -> None:

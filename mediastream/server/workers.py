@@ -50,8 +50,9 @@ def _worker_main(config: Config, index: int, log_level: int) -> None:
     )
     import asyncio
 
+    from mediastream.agents import registry_from_config
+
     from .serve import serve
-    from .server import registry_from_config
 
     asyncio.run(serve(config, registry_from_config(config), reuse_port=True))
 
@@ -62,7 +63,7 @@ def run_workers(config: Config) -> int:
     if config.port == 0:
         print("mediastream serve: --workers needs a fixed --port", file=sys.stderr)
         return 2
-    from .server import registry_from_config
+    from mediastream.agents import registry_from_config
 
     try:
         registry_from_config(config)  # fail fast, before any process starts

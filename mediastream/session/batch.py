@@ -85,6 +85,9 @@ class Conversion(enum.Enum):
         return self is not Conversion.ULAW_OUT and self is not Conversion.ALAW_OUT
 
 
+_ULAW_OUT: Final = Conversion.ULAW_OUT
+_ALAW_OUT: Final = Conversion.ALAW_OUT
+
 _FUNCTIONS: Final[dict[Conversion, tuple[_Many, _One]]] = {
     Conversion.PCM: (process_many, StreamResampler.process),
     Conversion.ULAW_IN: (process_ulaw_many, StreamResampler.process_ulaw),
@@ -145,7 +148,7 @@ class ResampleBatcher:
             self._count(1, 1)
             self._deliver()
             return
-        groups = self._in if kind.inbound else self._out
+        groups = self._out if kind is _ULAW_OUT or kind is _ALAW_OUT else self._in
         key = (kind, rs.in_rate, rs.out_rate, len(data))
         group = groups.get(key)
         if group is None:
