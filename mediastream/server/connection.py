@@ -283,8 +283,11 @@ class MediaConnection:
             self._writer.wake()
 
     def resume(self) -> None:
-        if self._reader is not None and self._ending is None:
-            self._reader.resume()
+        call = self._call
+        if call is not None and self._ending is None:
+            if call.waiting_for_playout:
+                call.check_played()  # a mark echo may have waited in the session
+            self._socket.release()
 
     def failed(self, exc: Exception) -> None:
         self.fail(exc)
@@ -329,9 +332,11 @@ class MediaConnection:
             if self._flush_on_close:
                 await self._flush()
                 self._end_session()
-            self._account()
             ending = self._ending
             assert ending is not None
+            if self._call is not None:  # a loop turn later: whatever was out has arrived
+                self._call.end(ending.reason)
+            self._account()
             if ending.code is not None:
                 self._socket.close(ending.code, ending.reason)
             if self._bot is not None:
@@ -347,11 +352,13 @@ class MediaConnection:
             self._release_references()
 
     def _end_session(self) -> None:
-        """Tell the session and the bot the call is over (idempotent)."""
+        """Tell the session the call is over (idempotent): the caller's last audio, then
+        CallEnded, reach the bot through it, in order -- at once, or at the end of the
+        loop turn when a resampler step is out. Without a session, tell the call."""
         reason = self._ending.reason if self._ending is not None else "ended"
         if self._session is not None:
             self._session.end(reason, self._loop.time())
-        if self._call is not None:
+        elif self._call is not None:
             self._call.end(reason)
 
     async def _flush(self) -> None:

@@ -106,6 +106,25 @@ class FrameSplitter:
         websockets' parser.
         """
         data, pos = self._buf, self._pos
+        size = len(data)
+        if fast and size - pos >= 6 and data[pos] == FIN_TEXT:
+            second = data[pos + 1]
+            if second & _MASK and second != 0xFF:
+                # The common case, read without building a head: a masked text frame
+                # with a 7- or 16-bit length (every provider's media message).
+                length = second & 0x7F
+                start = pos + 6
+                if length == 126:
+                    start = pos + 8
+                    if start > size:
+                        return None
+                    length = (data[pos + 2] << 8) | data[pos + 3]
+                if length <= self._limit:
+                    end = start + length
+                    if end > size:
+                        return None
+                    self._pos = end
+                    return apply_mask(data[start:end], data[start - 4 : start]).decode()
         head = frame_head(data, pos)
         if head is None:
             return None

@@ -5,9 +5,10 @@ arrived. The provider's socket is read continuously -- nothing here waits on the
 (protocols.md §5.7: a slow reader makes Twilio drop audio) -- with one exception that
 keeps the order: while the session's inbound side waits for a resampler step
 (:attr:`~mediastream.session.CallSession.accepting` is False), the socket holds the next
-messages back, unparsed, until the session is done with it (:meth:`InboundReader.resume`).
+messages back, unparsed, until the session is done with it (``SessionHost.resume``).
 The protocol's state therefore never runs ahead of the session's: a ``stop`` is parsed
-only after the audio before it reached the bot.
+only after the audio before it reached the bot. (The session's host -- the connection --
+releases the socket.)
 """
 
 from __future__ import annotations
@@ -94,10 +95,3 @@ class InboundReader:
             self._socket.hold()
         if started:
             self._observe(time.perf_counter() - started)
-
-    def resume(self) -> None:
-        """The session handled what waited: deliver the messages held back."""
-        call = self._call
-        if call.waiting_for_playout:
-            call.check_played()  # a mark echo may have waited in the session
-        self._socket.release()

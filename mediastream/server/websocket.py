@@ -89,6 +89,9 @@ class MediaSocket(asyncio.Protocol):
         self._on_open = on_open
         self._close_timeout = close_timeout
         self._fast = fast_frames
+        #: websockets' state is OPEN (kept here: the state changes only in the calls
+        #: into it below, and the hot path reads this once per frame).
+        self._open = False
         #: The fast path applies now (it is on, and no fragmented message is open).
         self._fast_now = fast_frames
         self._sockets = sockets
@@ -125,14 +128,9 @@ class MediaSocket(asyncio.Protocol):
 
     @property
     def writable(self) -> bool:
-        """True when a send now is written at once (open, and not over the high-water mark)."""
-        transport = self.transport
-        return (
-            self._ws.state is OPEN
-            and self.paused_since is None
-            and transport is not None
-            and not transport.is_closing()
-        )
+        """True when a send now is written at once: open, and not over the high-water
+        mark (a transport closing meanwhile makes :meth:`send_texts` a no-op)."""
+        return self._open and self.paused_since is None
 
     def accept(self, request: Request) -> Response:
         """The 101 response to ``request`` (or websockets' 4xx when it is not a valid
@@ -155,23 +153,24 @@ class MediaSocket(asyncio.Protocol):
             self._sockets.add(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._ws.state is _CONNECTING:
+        if self._open:
+            self._splitter.feed(data)
+            self._budget = DELIVERY_BATCH
+            self._deliver()
+        elif self._ws.state is _CONNECTING:
             self._handshake(data)
-            return
-        if self._ws.state is not OPEN:
+        else:
             self._to_websockets(data)  # the closing handshake is websockets' own
-            return
-        self._splitter.feed(data)
-        self._budget = DELIVERY_BATCH
-        self._deliver()
 
     def eof_received(self) -> bool | None:
         self._ws.receive_eof()
+        self._open = self._ws.state is OPEN
         self._write_out()
         self._after_close()
         return None  # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._open = False
         for handle in (self._close_timer, self._continuation):
             if handle is not None:
                 handle.cancel()
@@ -193,7 +192,7 @@ class MediaSocket(asyncio.Protocol):
         drained = self._drained
         if drained is not None and not drained.done():
             drained.set_result(None)
-        if self.handler is not None and self._ws.state is OPEN:
+        if self.handler is not None and self._open:
             self.handler.on_writable()
 
     # ------------------------------------------------------------------ handshake
@@ -216,7 +215,8 @@ class MediaSocket(asyncio.Protocol):
                 response = ws.reject(500, "internal error\n")
             ws.send_response(response)
         self._write_out()  # the 101, or an error response and EOF
-        if ws.state is not OPEN:
+        self._open = ws.state is OPEN
+        if not self._open:
             return
         self._splitter.feed(data[end:])
         self._on_open(self)
@@ -231,7 +231,7 @@ class MediaSocket(asyncio.Protocol):
     def release(self) -> None:
         """Go on delivering what waits, in order (within this turn's message budget)."""
         self._held = False
-        if self._splitter.waiting and not self._delivering and self._ws.state is OPEN:
+        if self._splitter.waiting and not self._delivering and self._open:
             self._deliver()
 
     def _deliver(self) -> None:
@@ -243,12 +243,14 @@ class MediaSocket(asyncio.Protocol):
             self._split()
         finally:
             self._delivering = False
-        self._flow()
+        if self._reading_paused or self._continuation is not None or (
+            self._held and self._splitter.waiting > MAX_BUFFERED
+        ):
+            self._flow()
 
     def _split(self) -> None:
-        ws = self._ws
         splitter = self._splitter
-        while not self._held and ws.state is OPEN and self.handler is not None:
+        while self._open and not self._held and self.handler is not None:
             if self._budget <= 0:
                 if splitter.waiting and self._continuation is None:
                     assert self._loop is not None
@@ -270,7 +272,7 @@ class MediaSocket(asyncio.Protocol):
     def _continue(self) -> None:
         self._continuation = None
         self._budget = DELIVERY_BATCH
-        if self._ws.state is OPEN:
+        if self._open:
             self._deliver()
 
     def _flow(self) -> None:
@@ -292,6 +294,7 @@ class MediaSocket(asyncio.Protocol):
         and act on what it makes of them."""
         ws = self._ws
         ws.receive_data(data)
+        self._open = ws.state is OPEN
         frames = [event for event in ws.events_received() if isinstance(event, Frame)]
         for frame in frames:
             if frame.opcode is Opcode.CLOSE:
@@ -299,7 +302,7 @@ class MediaSocket(asyncio.Protocol):
                 self._received = (close.code, close.reason)
         self._write_out()  # pongs, the close reply, or the close that fails the peer
         for frame in frames:
-            if frame.opcode in _DATA and ws.state is OPEN:
+            if frame.opcode in _DATA and self._open:
                 self._data_frame(frame)
         self._fast_now = self._fast and not self._assembler.open
         self._after_close()
@@ -317,6 +320,7 @@ class MediaSocket(asyncio.Protocol):
         # RFC 6455 §8.1: fail the connection with 1007 (websockets' asyncio layer says
         # the same, in the same words).
         self._ws.fail(1007, f"{exc.reason} at position {exc.start}")
+        self._open = False
         self._write_out()
         self._after_close()
 
@@ -326,7 +330,7 @@ class MediaSocket(asyncio.Protocol):
         """Write text messages now, in one ``write``; ``False`` (nothing written) when the
         connection is not open. Check :attr:`writable` first to respect flow control."""
         transport = self.transport
-        if self._ws.state is not OPEN or transport is None or transport.is_closing():
+        if not self._open or transport is None or transport.is_closing():
             return False
         chunks: list[bytes] = []
         for message in messages:
@@ -372,9 +376,10 @@ class MediaSocket(asyncio.Protocol):
         """Start the closing handshake (§7.1.2); the TCP connection ends when the peer
         answers, or ``close_timeout`` later."""
         self._told = True  # the handler started it: nothing to tell it
-        if self._ws.state is OPEN:
+        if self._open:
             self._closing_by_us = True
             self._ws.send_close(code, reason)
+            self._open = False
             self._write_out()
             held = self._splitter.take_all()
             if held:  # nothing more is delivered; the peer's close frame may be in there

@@ -47,6 +47,7 @@ class OutboundWriter:
         "_stepping",
         "_stopped",
         "_timer",
+        "_timer_at",
         "_urgent",
     )
 
@@ -67,6 +68,7 @@ class OutboundWriter:
         #: The connection's error boundary, for failures off anybody's stack (timers).
         self._on_error = on_error
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         #: Encoded commands waiting for the transport to drain, in order.
         self._urgent: list[str] = []
         self._stopped = False
@@ -156,7 +158,11 @@ class OutboundWriter:
         session = self._session
         commands = session.poll(self._loop.time())
         if commands:
-            socket.send_texts(self._messages(commands))
+            encode = self._encode
+            messages: list[str] = []
+            for command in commands:
+                messages += encode(command)
+            socket.send_texts(messages)
         call = self._call
         if call.waiting_for_playout:
             call.check_played()
@@ -165,10 +171,11 @@ class OutboundWriter:
             return
         timer = self._timer
         if timer is not None:
-            if timer.when() <= deadline:
+            if self._timer_at <= deadline:
                 return
             timer.cancel()
         self._timer = self._loop.call_at(deadline, self._on_timer)
+        self._timer_at = deadline
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -171,6 +171,9 @@ class InboundPath:
     def converted(self, pcm: bytes) -> list[CallEvent]:
         """The resampled samples (int16 LE) of the step :meth:`step` or :meth:`fill_step`
         handed out, cut into bot frames."""
+        if not self._fresh and not self._buf and len(pcm) == self._frame_bytes:
+            self._stats.bot_frames_in += 1  # the steady state: one payload, one frame
+            return [InboundAudio(pcm, self._rate, self._pending_filled)]
         return self._emit(pcm, self._pending_n, filled=self._pending_filled)
 
     def _emit(self, pcm: bytes, n_in: int, *, filled: bool) -> list[CallEvent]:

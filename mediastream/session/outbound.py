@@ -139,6 +139,8 @@ class OutboundEncoder:
             if _LE_INT16 != _NATIVE_INT16:  # pragma: no cover - big-endian hosts only
                 samples = samples.astype(np.int16)
             data = self._encode(samples)
+        elif not self._buf and len(data) == self._frame_bytes:
+            return [data]  # the steady state: one chunk, one frame
         return self._frames(data)
 
     def _frames(self, data: bytes) -> list[bytes]:

@@ -360,20 +360,20 @@ class CallSession:
         if self._events:
             self._host.deliver(self._take_events())
         fmt = event.format
-        out: list[_InWork] = []
+        out: list[_InWork] | None = None
         if fmt is not self._in_fmt and fmt != self._in_fmt:
             logger.info("call %s: inbound format changed to %s", self._call_id, fmt)
             self._in_fmt = fmt
-            out.append(self._inbound.set_format(fmt))
+            out = [self._inbound.set_format(fmt)]
         key = self._key(event)
         if key is None or self._in_order(key):
             # In order (the common case): straight through, no added latency.
-            if not out:
+            if out is None:
                 self._feed(event.payload)
                 return
             out.append(event.payload)
         else:
-            out += self._reorder.push(key, event.payload, now)
+            out = [*(out or ()), *self._reorder.push(key, event.payload, now)]
         self._do(out)
 
     def _feed(self, item: bytes | None) -> None:
@@ -403,7 +403,8 @@ class CallSession:
                 self._host.deliver(frames)
             if self._in_sync:
                 return  # a step converted at once: its caller goes on with the queue
-            self._run_in()
+            if self._in_work:
+                self._run_in()
         except Exception as exc:  # off the caller's stack: the host ends the call
             self._in_work.clear()
             self._host.failed(exc)
@@ -576,7 +577,7 @@ class CallSession:
                 frames = self._encoder.converted(result)
                 if frames:
                     self._enqueue(frames, self._out_now)
-            if not self._out_sync:
+            if self._out_work and not self._out_sync:
                 self._run_out()
         except Exception as exc:  # the host ends the call
             self._out_work.clear()
