@@ -25,17 +25,21 @@ from .metrics import ServerMetrics
 __all__ = ["CallHost", "ServerState", "SocketClosed", "SocketHandler"]
 
 
-class CallHost(Protocol):
-    """What a media connection needs from the server that accepted it."""
+class _Server(Protocol):
+    """What every part reads of the server: its settings, agents and metrics."""
 
     @property
     def config(self) -> Config: ...
 
     @property
-    def metrics(self) -> ServerMetrics: ...
+    def agents(self) -> AgentRegistry: ...
 
     @property
-    def agents(self) -> AgentRegistry: ...
+    def metrics(self) -> ServerMetrics: ...
+
+
+class CallHost(_Server, Protocol):
+    """What a media connection needs from the server that accepted it."""
 
     @property
     def batcher(self) -> ResampleBatcher:
@@ -62,15 +66,9 @@ class CallHost(Protocol):
         """Hang the call up through the provider's REST API; False when not configured."""
 
 
-class ServerState(Protocol):
+class ServerState(_Server, Protocol):
     """What the upgrade policy (:mod:`.upgrade`) and the health and metrics routes
     (:mod:`.http`) read of the server."""
-
-    @property
-    def config(self) -> Config: ...
-
-    @property
-    def agents(self) -> AgentRegistry: ...
 
     @property
     def draining(self) -> bool: ...
@@ -80,9 +78,6 @@ class ServerState(Protocol):
 
     @property
     def media_connections(self) -> int: ...
-
-    @property
-    def metrics(self) -> ServerMetrics: ...
 
     def add_control_routes(self, app: web.Application) -> None: ...
 
