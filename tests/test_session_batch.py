@@ -30,6 +30,7 @@ from mediastream.protocols.events import (
     SendAudio,
     StreamStopped,
 )
+from mediastream.server import server as server_module
 from mediastream.session import CallSession, Conversion, ResampleBatcher
 from tests._util_session import PCMU_8K, Recorder, call_info, end_turn, tone
 
@@ -217,11 +218,9 @@ def _codes(seed: int) -> bytes:
 
 @pytest.mark.asyncio
 async def test_the_batcher_converts_a_loop_turn_together_and_delivers_each_result() -> None:
-    counts: list[tuple[int, int]] = []
     loop = asyncio.get_running_loop()
-    batcher = ResampleBatcher(loop.call_soon, max_batch=4,
-                              on_converted=lambda f, p: counts.append((f, p)))
-    assert batcher.batching
+    batcher = ResampleBatcher(loop.call_soon, max_batch=4)
+    assert batcher.batching and batcher.batching_now
     ups = _prepared(8000, 16000, 160, 6)
     twins = _prepared(8000, 16000, 160, 6)
     downs = _prepared(16000, 8000, 320, 3)
@@ -247,20 +246,66 @@ async def test_the_batcher_converts_a_loop_turn_together_and_delivers_each_resul
         encode = rs.process_to_alaw if i == 2 else rs.process_to_ulaw
         assert got[f"out{i}"] == encode(pcm[i]).tobytes()
     # 6 inbound in products of at most 4; 2 μ-law and 1 A-law outbound (alone: one step)
-    frames = sum(f for f, _ in counts)
-    products = sum(p for _, p in counts)
-    assert (frames, products) == (9, 4)
+    assert (batcher.frames, batcher.products) == (9, 4)
+
+
+@pytest.mark.asyncio
+async def test_batch_from_converts_at_once_while_turns_are_small_and_probes_for_load() -> None:
+    """``batch_from``: a turn of one frame per product (small) makes the next
+    ``probe_every`` steps convert at once; then one turn batches again, and a turn of
+    many frames per product keeps it batching. Every result equals the stream's own."""
+    loop = asyncio.get_running_loop()
+    batcher = ResampleBatcher(loop.call_soon, batch_from=2.5, probe_every=4)
+    ups = _prepared(8000, 16000, 160, 8)
+    twins = _prepared(8000, 16000, 160, 8)
+    got: list[bytes | Exception] = []
+    want: list[bytes] = []
+
+    def step(i: int, seed: int) -> None:
+        batcher.submit(ups[i], Conversion.ULAW_IN, _codes(seed), got.append)
+        want.append(twins[i].process_ulaw(_codes(seed)).tobytes())
+
+    step(0, 1)  # a turn with one frame: 1 frame per product < 2.5
+    assert batcher.pending and not got
+    await asyncio.sleep(0)
+    assert not batcher.batching_now and got == want
+    for seed in range(4):  # probe_every steps convert at once: delivered before return
+        step(seed % 2, 10 + seed)
+        assert not batcher.pending and got == want
+    assert batcher.batching_now  # the probe: this turn batches
+    for i in range(8):  # a busy turn: 8 frames in one product, the average rises to 2.75
+        step(i, 20 + i)
+    assert batcher.pending and len(got) == 5
+    await asyncio.sleep(0)
+    assert got == want and batcher.batching_now
+    assert (batcher.frames, batcher.products) == (13, 6)
+
+
+@pytest.mark.asyncio
+async def test_a_server_at_low_load_converts_at_once_with_the_same_audio() -> None:
+    """Two calls on the server's own policy (``BATCH_FROM``): turns hold a frame or two,
+    so nearly every step converts at once, and the audio is the unbatched server's."""
+    seeds = [1, 2]
+    async with (
+        running_server(echo_bot, bot_sample_rate=16000) as adaptive,
+        running_server(echo_bot, bot_sample_rate=16000, batch_resampling=False) as single,
+    ):
+        got, want = await asyncio.gather(
+            _echo_calls(adaptive.port, seeds, 60), _echo_calls(single.port, seeds, 60))
+        frames, products = _batch_counts(adaptive.metrics.render()[0].decode())
+    assert got == want
+    assert frames >= len(seeds) * 50 * 2
+    assert products > 0.9 * frames
 
 
 def test_without_defer_every_step_is_a_batch_of_one_delivered_at_once() -> None:
-    counts: list[tuple[int, int]] = []
-    batcher = ResampleBatcher(on_converted=lambda f, p: counts.append((f, p)))
-    assert not batcher.batching
+    batcher = ResampleBatcher()
+    assert not batcher.batching and not batcher.batching_now
     rs, twin = _prepared(8000, 16000, 160, 2)
     got: list[bytes | Exception] = []
     batcher.submit(rs, Conversion.ULAW_IN, _codes(1), got.append)
     assert got == [twin.process_ulaw(_codes(1)).tobytes()] and not batcher.pending
-    assert counts == [(1, 1)]
+    assert (batcher.frames, batcher.products) == (1, 1)
 
 
 @pytest.mark.asyncio
@@ -365,10 +410,14 @@ async def _echo_calls(port: int, seeds: list[int], frames: int) -> dict[int, byt
 
 
 @pytest.mark.asyncio
-async def test_batched_resampling_sends_every_call_exactly_the_unbatched_audio() -> None:
+async def test_batched_resampling_sends_every_call_exactly_the_unbatched_audio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Twelve concurrent 16 kHz echo calls on a batching server and on one that converts
     frame by frame: each call gets back the same bytes from both, and the batching
-    server did convert many calls' frames in one product."""
+    server did convert many calls' frames in one product. (Batching forced: at this
+    load the server's own policy may convert at once, tested below.)"""
+    monkeypatch.setattr(server_module, "BATCH_FROM", None)
     seeds = list(range(12))
     async with (
         running_server(echo_bot, bot_sample_rate=16000) as batched,

@@ -13,11 +13,14 @@ Per-call counters live in the call's :class:`~mediastream.session.stats.SessionS
 :class:`StatsSync` moves the increments into the counters (on a periodic tick and once
 at the end of the call), so the per-frame path touches no metric except the
 processing-time histogram, and that for one message in 8 (timing and observing each
-one cost as much as a tenth of the message's own work).
+one cost as much as a tenth of the message's own work). Likewise the resampling
+batcher counts in plain ints and :meth:`ServerMetrics.sync_batches` publishes them on
+the periodic tick and when ``/metrics`` is read (scrape hooks).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import (
@@ -58,6 +61,9 @@ class ServerMetrics:
 
     def __init__(self, multiprocess_dir: str | None = None) -> None:
         self.multiprocess_dir = multiprocess_dir
+        #: Called before each render: they move counts kept elsewhere into the metrics.
+        self._scrape_hooks: list[Callable[[], None]] = []
+        self._batches_seen = (0, 0)
         self.registry = CollectorRegistry()
         r = self.registry
         self.active_calls = Gauge(
@@ -145,8 +151,23 @@ class ServerMetrics:
             buckets=_CLEAR_BUCKETS,
         )
 
+    def add_scrape_hook(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` before every render (it must not raise)."""
+        self._scrape_hooks.append(hook)
+
+    def sync_batches(self, frames: int, products: int) -> None:
+        """Publish the resampling batcher's running totals (it counts in plain ints)."""
+        seen_frames, seen_products = self._batches_seen
+        if frames != seen_frames:
+            self.batch_frames.inc(frames - seen_frames)
+        if products != seen_products:
+            self.batch_products.inc(products - seen_products)
+        self._batches_seen = (frames, products)
+
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
+        for hook in self._scrape_hooks:
+            hook()
         if self.multiprocess_dir:
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]

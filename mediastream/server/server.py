@@ -71,6 +71,11 @@ _HTTP_SHUTDOWN_S: Final = 5.0
 #: each bounded; past their sum plus this, the connection is cancelled and aborted.
 CLOSE_GRACE_S: Final = 1.0
 
+#: The resampling batcher batches while its turns average at least this many frames
+#: per product, and converts at once below (mediastream.session.batch): with
+#: ``make bench ARGS=server`` the two cost the same at about 2.5 (30-40 calls here).
+BATCH_FROM: Final = 2.5
+
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
     """A server TLS context from ``config.tls_cert``/``tls_key``, or ``None``."""
@@ -202,14 +207,9 @@ class MediaStreamServer:
     async def _start(self) -> None:
         config = self._config
         loop = asyncio.get_running_loop()
-        frames, products = self._metrics.batch_frames.inc, self._metrics.batch_products.inc
-
-        def count(n_frames: int, n_products: int) -> None:
-            frames(n_frames)
-            products(n_products)
-
         self._batcher = ResampleBatcher(
-            loop.call_soon if config.batch_resampling else None, on_converted=count)
+            loop.call_soon if config.batch_resampling else None, batch_from=BATCH_FROM)
+        self._metrics.add_scrape_hook(self._sync_batches)
         self._clients = await control.start(config)
         app = self._app if self._app is not None else web.Application()
         mount(app, self)
@@ -382,9 +382,14 @@ class MediaStreamServer:
             await asyncio.sleep(period)
             self._tick_connections(loop.time())
 
+    def _sync_batches(self) -> None:
+        batcher = self._batcher
+        self._metrics.sync_batches(batcher.frames, batcher.products)
+
     def _tick_connections(self, now: float) -> None:
         # A function of its own: a loop variable in _housekeeping would keep the last
         # connection (its session, buffers and socket) alive while the server idles.
+        self._sync_batches()
         for connection in list(self._connections):
             try:
                 connection.check_timeouts(now)

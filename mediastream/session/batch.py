@@ -8,14 +8,23 @@ direction, whether or not anything is batched:
 
 * ``ResampleBatcher()`` converts each step as it is submitted: a batch of one, the
   result delivered before :meth:`~ResampleBatcher.submit` returns.
-* ``ResampleBatcher(defer=loop.call_soon)`` (what the server builds, one per event loop)
-  collects the steps submitted during one loop turn and converts them at its end: the
-  steps of one group -- same conversion, rate pair and chunk size, streams in their
-  steady state -- in one product of :mod:`audiocodecs.resample`'s batch functions, and
-  any other step on its own. At 20 ms per frame a stream's step is a small product
-  wrapped in half a dozen numpy calls, which in a busy server run with cold caches:
-  batching pays those calls once per group. The results are bit-identical to the
-  per-stream calls; a step waits at most for the rest of its loop turn.
+* ``ResampleBatcher(defer=loop.call_soon)`` collects the steps submitted during one loop
+  turn and converts them at its end: the steps of one group -- same conversion, rate
+  pair and chunk size, streams in their steady state -- in one product of
+  :mod:`audiocodecs.resample`'s batch functions, and any other step on its own. At 20 ms
+  per frame a stream's step is a small product wrapped in half a dozen numpy calls,
+  which in a busy server run with cold caches: batching pays those calls once per
+  group. The results are bit-identical to the per-stream calls; a step waits at most
+  for the rest of its loop turn.
+* ``ResampleBatcher(defer=loop.call_soon, batch_from=2.5)`` (what the server builds, one
+  per event loop) batches only while it pays. Waiting for the end of the turn costs
+  something per step (the callback, the groups, the hand-back), and a product of one
+  or two frames saves less than that: at 10-20 calls a turn holds 1-2 frames per group,
+  at 50 calls about 3, at 100 about 6. So the batcher measures the frames per product
+  of the turns it batches (a moving average); while that falls below ``batch_from`` it
+  converts steps at once, and every ``probe_every`` steps it batches one turn again to
+  see whether the load has grown. Measured with ``make bench ARGS=server``: converting
+  at once is the cheaper of the two up to ~30 calls, batching above.
 
 Order: a stream has at most one step out (its session queues the rest), and results are
 delivered in the order they were produced, from one queue, so a flush started from
@@ -45,9 +54,16 @@ from audiocodecs.resample import (
     process_ulaw_many,
 )
 
-__all__ = ["DEFAULT_MAX_BATCH", "Conversion", "Converted", "ResampleBatcher"]
+__all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_PROBE_EVERY", "Conversion", "Converted", "ResampleBatcher"]
 
 logger = logging.getLogger("mediastream.session")
+
+#: Steps converted at once between two turns that batch to measure (``batch_from``): at
+#: 20 calls (2,000 steps a second) a probe every ~30 ms.
+DEFAULT_PROBE_EVERY: Final = 64
+
+#: The moving average's weight for the newest turn's frames per product.
+_ALPHA: Final = 0.25
 
 #: Streams per product at most: bounds the scratch memory (the windows of 32 streams
 #: 16 -> 8 kHz are 0.77 MB, about a core's L2 cache here) and the time one pass holds
@@ -108,33 +124,72 @@ class ResampleBatcher:
         defer: schedules a callback for the end of the current loop turn (the server
             passes ``loop.call_soon``). ``None``: every step converts as it is submitted.
         max_batch: streams per product at most.
-        on_converted: told (frames, products) after each conversion pass (the server's
-            metrics); a step converted on its own counts as one product.
+        batch_from: with ``defer``, batch only while the batched turns average at least
+            this many frames per product (see the module docstring); ``None``: always.
+        probe_every: with ``batch_from``, steps converted at once between two turns
+            that batch to measure.
+
+    :attr:`frames` and :attr:`products` count what was converted (a step converted
+    on its own is one product); the server publishes them when ``/metrics`` is read.
     """
 
-    __slots__ = ("_defer", "_in", "_max", "_on_converted", "_out", "_ready", "_scheduled")
+    __slots__ = (
+        "_at_once",
+        "_batch_from",
+        "_defer",
+        "_in",
+        "_max",
+        "_mean",
+        "_out",
+        "_probe_every",
+        "_ready",
+        "_scheduled",
+        "_turn",
+        "frames",
+        "products",
+    )
 
     def __init__(
         self,
         defer: Callable[[Callable[[], None]], object] | None = None,
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
-        on_converted: Callable[[int, int], None] | None = None,
+        batch_from: float | None = None,
+        probe_every: int = DEFAULT_PROBE_EVERY,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if probe_every < 1:
+            raise ValueError(f"probe_every must be >= 1, got {probe_every}")
         self._defer = defer
         self._max = max_batch
-        self._on_converted = on_converted
+        self._batch_from = batch_from
+        self._probe_every = probe_every
+        #: Moving average of the batched turns' frames per product; starts batching.
+        self._mean = float("inf")
+        #: Steps still to convert at once before the next turn that batches.
+        self._at_once = 0
+        #: (frames, products) of the turn being converted.
+        self._turn = [0, 0]
         self._in: dict[_Key, _Group] = {}
         self._out: dict[_Key, _Group] = {}
         self._ready: deque[tuple[Converted, bytes | Exception]] = deque()
         self._scheduled = False
+        #: Frames converted so far (both directions).
+        self.frames = 0
+        #: Products run so far: frames / products is the mean batch size.
+        self.products = 0
 
     @property
     def batching(self) -> bool:
         """True when steps wait for the end of the loop turn."""
         return self._defer is not None
+
+    @property
+    def batching_now(self) -> bool:
+        """True when the next step would wait for the end of the turn (False while a
+        ``batch_from`` batcher converts at once)."""
+        return self._defer is not None and not self._at_once
 
     @property
     def pending(self) -> bool:
@@ -147,9 +202,12 @@ class ResampleBatcher:
         A stream must not have two steps out at once. Without ``defer`` the result is
         delivered before this returns.
         """
-        if self._defer is None:
+        if self._defer is None or self._at_once:
+            if self._at_once:
+                self._at_once -= 1
             self._ready.append((done, _convert_one(rs, kind, data)))
-            self._count(1, 1)
+            self.frames += 1
+            self.products += 1
             self._deliver()
             return
         groups = self._out if kind is _ULAW_OUT or kind is _ALAW_OUT else self._in
@@ -166,10 +224,21 @@ class ResampleBatcher:
             self._defer(self._on_turn)
 
     def _on_turn(self) -> None:
+        turn = self._turn
         try:
             self.flush()  # steps submitted while it runs join it: no second callback
         finally:
             self._scheduled = False
+            frames, products = turn
+            turn[0] = turn[1] = 0
+            if self._batch_from is not None and products:
+                # The first measured turn sets the average; later ones move it.
+                size = frames / products
+                mean = self._mean
+                mean = size if mean == float("inf") else mean + _ALPHA * (size - mean)
+                self._mean = mean
+                if mean < self._batch_from:
+                    self._at_once = self._probe_every
 
     def flush(self) -> None:
         """Convert everything submitted so far and deliver each result, in order."""
@@ -227,11 +296,11 @@ class ResampleBatcher:
                 for i in range(start, start + b):
                     ready.append((dones[i], _convert_one(streams[i], kind, datas[i])))
                     products += 1
-        self._count(frames, products)
-
-    def _count(self, frames: int, products: int) -> None:
-        if self._on_converted is not None:
-            self._on_converted(frames, products)
+        self.frames += frames
+        self.products += products
+        turn = self._turn
+        turn[0] += frames
+        turn[1] += products
 
 
 def _convert_one(rs: StreamResampler, kind: Conversion, data: bytes) -> bytes | Exception:
