@@ -28,7 +28,7 @@ and the load generator's own send lag p99 (so a saturated generator is not mista
 slow server). Median of ``--reps`` runs per level; the
 stacks' runs are interleaved so background load on a shared machine hits them alike.
 
-    python -m bench.bench_server                 # levels 1,10,50,100,200
+    python -m bench.bench_server                 # levels 1,10,20,50,100,200
     python -m bench.bench_server --quick         # 1 and 10 calls, one repetition
 """
 
@@ -93,6 +93,7 @@ COLUMNS: tuple[Column, ...] = (
     ("lost", lambda r: fmt(r.lost)),
     ("jitter", lambda r: fmt(r.jitter, 7)),
     ("cpu%", lambda r: fmt(None if r.cpu is None else r.cpu * 100, 5)),
+    ("ms/cs", lambda r: fmt(_per_call_second(r), 5, 2)),
     ("lag99", lambda r: fmt(r.lag_p99)),
     ("failed", lambda r: str(r.failures)),
 )
@@ -139,6 +140,12 @@ async def _bench(stacks: list[Stack], levels: list[int], args: argparse.Namespac
     return by_stack
 
 
+def _per_call_second(r: LevelResult) -> float | None:
+    """Server CPU per call-second, ms: what one call costs the server for each second
+    it lasts (cpu is a fraction of one core over the steady part of the run)."""
+    return None if r.cpu is None or not r.calls else r.cpu * 1000.0 / r.calls
+
+
 def _ratios(by_stack: dict[str, list[LevelResult]], rep_runs: RepRuns) -> list[str]:
     """Per stack and level: CPU against the floor's, as the median over repetitions of
     the ratio within each round (the stacks of one round run back to back, so a change
@@ -157,9 +164,12 @@ def _ratios(by_stack: dict[str, list[LevelResult]], rep_runs: RepRuns) -> list[s
             ratios = sorted(a.cpu / b.cpu for a, b in pairs if a.cpu and b.cpu)
             if not ratios:
                 continue
+            mine, theirs = _per_call_second(r), _per_call_second(ref)
+            per_cs = ("" if mine is None or theirs is None else
+                      f" = {mine:.2f} vs {theirs:.2f} ms CPU per call-second")
             lines.append(f"{name:>12} at {r.calls:4d} calls: CPU {statistics.median(ratios):4.2f}x "
-                         f"the floor's (per round {ratios[0]:.2f}-{ratios[-1]:.2f}), audible "
-                         f"p50 {r.audible_p50 - ref.audible_p50:+5.1f} ms vs the floor")
+                         f"the floor's (per round {ratios[0]:.2f}-{ratios[-1]:.2f}){per_cs}, "
+                         f"audible p50 {r.audible_p50 - ref.audible_p50:+5.1f} ms vs the floor")
     return lines
 
 
@@ -188,10 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the stacks over the concurrency levels and print them side by side."""
     parser = argparse.ArgumentParser(prog="python -m bench.bench_server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--levels", default="1,10,50,100,200")
+    parser.add_argument("--levels", default="1,10,20,50,100,200")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each call")
     parser.add_argument("--reps", type=int, default=2, help="repetitions per level (median)")
-    parser.add_argument("--budget", type=float, default=420.0, help="seconds, all stacks")
+    parser.add_argument("--budget", type=float, default=600.0, help="seconds, all stacks")
     parser.add_argument("--server-core", type=int)
     parser.add_argument("--client-core", type=int)
     parser.add_argument("--only", action="append", choices=[s.name for s in STACKS])
@@ -238,7 +248,8 @@ def _run(stacks: list[Stack], levels: list[int], args: argparse.Namespace) -> in
           f"({args.seconds:g} s calls, median of {args.reps}; server on core "
           f"{args.server_core}, callers on core {args.client_core}). p50/p99 = audible "
           f"round trip, arr50 = arrival only, lost = ms per call (all ms); cpu = % of the "
-          f"server's one core; lag99 = load generator send lag p99\n")
+          f"server's one core; ms/cs = server CPU ms per call-second; lag99 = load "
+          f"generator send lag p99\n")
     print_table(*level_table(by_stack, COLUMNS))
     print()
     for line in _ratios(by_stack, rep_runs) + _versus_baseline(by_stack, rep_runs):
