@@ -28,8 +28,9 @@ from mediastream.server import MediaStreamServer
 __all__ = ["main"]
 
 
-async def _serve(host: str, port: int, bot_spec: str, max_calls: int, freeze: bool) -> None:
-    config = Config(host=host, port=port, max_calls=max_calls)
+async def _serve(host: str, port: int, bot_spec: str, max_calls: int, freeze: bool,
+                 bot_frame_ms: int = 20) -> None:
+    config = Config(host=host, port=port, max_calls=max_calls, bot_frame_ms=bot_frame_ms)
     bot = load_bot(bot_spec)
     if freeze:
         # Everything imported so far (Pipecat is a large object graph) leaves the
@@ -55,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bot", default="bot.echo")
     parser.add_argument("--max-calls", type=int, default=2000)
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--bot-frame-ms", type=int, default=20, choices=(20, 40, 60),
+                        help="ms of audio per frame into the bot's pipeline")
     parser.add_argument("--no-gc-freeze", action="store_true",
                         help="skip the gc.freeze() that mediastream serve does once the bot "
                              "is loaded")
@@ -62,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.remove()
     logger.add(sys.stderr, level=args.log_level)
     logging.basicConfig(level=args.log_level, stream=sys.stderr)
-    asyncio.run(_serve(args.host, args.port, args.bot, args.max_calls, not args.no_gc_freeze))
+    asyncio.run(_serve(args.host, args.port, args.bot, args.max_calls, not args.no_gc_freeze,
+                       args.bot_frame_ms))
     return 0
 
 

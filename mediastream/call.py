@@ -7,7 +7,8 @@ reach the same object through ``bot.transport.MediaStreamTransport``; the built-
 bot (:mod:`mediastream.echo`) uses it directly.
 
 Audio handed to the bot is 16-bit little-endian mono PCM at :attr:`Call.sample_rate`, in
-20 ms frames, decoded and resampled once by the session. Audio from the bot may be any
+20 ms frames (40 or 60 with ``Config.bot_frame_ms``), decoded and resampled once by the
+session. Audio from the bot may be any
 rate and any chunk size; the session resamples, encodes, cuts 20 ms wire frames and paces
 them. Nothing the bot sends is dropped unless the bot calls :meth:`Call.clear`.
 """
@@ -36,7 +37,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class InboundAudio:
-    """20 ms (or less, at the very end) of the caller's audio at ``Call.sample_rate``.
+    """20 ms (``Config.bot_frame_ms``; less at the very end) of the caller's audio at
+    ``Call.sample_rate``.
 
     ``pcm`` is int16 little-endian mono. ``filled`` is True when the session
     synthesised this frame as silence for a true gap in the provider's sequence.

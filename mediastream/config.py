@@ -53,6 +53,10 @@ class Config:
     public_url: str | None = None
     #: PCM rate handed to bots (Pipecat STT services want 16 kHz).
     bot_sample_rate: int = 16000
+    #: Length of the audio frames handed to bots, ms: 20, 40 or 60. Longer frames mean
+    #: fewer frames through a bot's pipeline (a Pipecat bot's cost is per frame) for
+    #: 20 or 40 ms more latency; see the README's benchmark table.
+    bot_frame_ms: int = 20
 
     # --- limits
     max_calls: int = 500
@@ -139,6 +143,11 @@ class Config:
     #: prometheus-client multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``); set, the
     #: /metrics endpoint aggregates every process writing there (``--workers``).
     metrics_multiproc_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.bot_frame_ms not in (20, 40, 60):
+            raise ValueError(
+                f"bot_frame_ms must be 20, 40 or 60 (ms), got {self.bot_frame_ms}")
 
     def with_overrides(self, **changes: Any) -> Config:
         """A copy with the given fields changed; ``None`` values are ignored."""

@@ -29,6 +29,8 @@ _LIMITS: tuple[tuple[str, str, type, str], ...] = (
     ("--send-timeout", "send_timeout", float, "seconds a send may block before abort"),
     ("--drain-timeout", "drain_timeout", float, "seconds live calls get at shutdown"),
     ("--bot-sample-rate", "bot_sample_rate", int, "PCM rate handed to bots"),
+    ("--bot-frame-ms", "bot_frame_ms", int,
+     "ms of audio per frame handed to bots: 20, 40 or 60 (fewer frames, more latency)"),
     ("--playout-lead", "playout_lead", float, "seconds of audio sent ahead of real time"),
     ("--max-bot-audio", "max_bot_audio_s", float,
      "seconds of bot audio queued ahead of playout before the call ends (1011)"),

@@ -240,7 +240,8 @@ class MediaConnection:
         self._opening = None
         now = self._loop.time()
         self._session = session = CallSession(
-            info, self, bot_sample_rate=config.bot_sample_rate, playout_lead=config.playout_lead,
+            info, self, bot_sample_rate=config.bot_sample_rate, bot_frame_ms=config.bot_frame_ms,
+            playout_lead=config.playout_lead,
             mark_interval=config.mark_interval, reorder_window=config.reorder_window, now=now,
             mark_grace=config.mark_grace, idle_flush=config.idle_flush, batcher=host.batcher)
         self._stats = stats = StatsSync(host.metrics, info.provider)

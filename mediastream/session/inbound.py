@@ -1,10 +1,12 @@
-"""Inbound audio: provider payloads -> 20 ms int16 frames at the bot's rate.
+"""Inbound audio: provider payloads -> int16 frames at the bot's rate (20 ms by default).
 
 Decode (G.711 or L16 as the stream says), resample once with a streaming resampler,
-and re-chunk into exact 20 ms frames. The resampling itself is a step the session hands
-to its :class:`~mediastream.session.batch.ResampleBatcher` (:meth:`InboundPath.step`
-returns it; :meth:`InboundPath.converted` takes its result): for G.711 one fused
-decode-and-resample, batched with other calls' in a busy server. In the common case a
+and re-chunk into exact bot frames of ``frame_ms`` (20, 40 or 60 ms: longer frames halve
+or third the frames a bot pipeline handles, for 20 or 40 ms more latency). The
+resampling itself is a step the session hands to its
+:class:`~mediastream.session.batch.ResampleBatcher` (:meth:`InboundPath.step` returns it;
+:meth:`InboundPath.converted` takes its result): for G.711 one fused decode-and-resample,
+batched with other calls' in a busy server. In the common case (20 ms bot frames) a
 20 ms payload completes exactly one bot frame: no buffer copies, no extra numpy calls.
 
 A fresh resampler withholds its group delay on the first chunk; :func:`lead_pad` puts
@@ -31,7 +33,10 @@ from mediastream.session.codec import (
 )
 from mediastream.session.stats import SessionStats
 
-__all__ = ["InboundPath", "Step"]
+__all__ = ["BOT_FRAME_MS", "InboundPath", "Step"]
+
+#: The bot frame lengths a session can deliver, ms.
+BOT_FRAME_MS = (20, 40, 60)
 
 _BIG_ENDIAN = sys.byteorder == "big"
 
@@ -64,15 +69,19 @@ class InboundPath:
         "_zero_bytes",
     )
 
-    def __init__(self, fmt: MediaFormat, bot_rate: int, stats: SessionStats) -> None:
+    def __init__(
+        self, fmt: MediaFormat, bot_rate: int, stats: SessionStats, frame_ms: int = 20
+    ) -> None:
         check_format(fmt, "inbound")
+        if frame_ms not in BOT_FRAME_MS:
+            raise ValueError(f"bot frame length {frame_ms} ms is not supported; use 20, 40 or 60")
         if bot_rate not in SUPPORTED_RATES:
             raise ValueError(
                 f"bot sample rate {bot_rate} is not supported; use one of {sorted(SUPPORTED_RATES)}"
             )
         self._rate = bot_rate
         self._stats = stats
-        self._frame_samples = bot_rate // 50  # 20 ms
+        self._frame_samples = bot_rate * frame_ms // 1000
         self._frame_bytes = 2 * self._frame_samples
         self._buf = bytearray()
         self._resampler: StreamResampler | None = None
@@ -132,7 +141,7 @@ class InboundPath:
     # ------------------------------------------------------------------ hot path
 
     def step(self, payload: bytes) -> list[CallEvent] | Step:
-        """One provider payload in: the whole 20 ms bot frames it completes, or, when it
+        """One provider payload in: the whole bot frames it completes, or, when it
         must be resampled, the step to convert; its result goes to :meth:`converted`."""
         if self._l16 and len(payload) & 1:
             raise InvalidMessageError(

@@ -8,7 +8,8 @@ own module:
 
 * :mod:`~mediastream.session.reorder` puts inbound media back in order (Telnyx does not
   guarantee it), filling true gaps with silence;
-* :mod:`~mediastream.session.inbound` decodes, resamples once and cuts 20 ms bot frames;
+* :mod:`~mediastream.session.inbound` decodes, resamples once and cuts bot frames (20 ms,
+  or ``bot_frame_ms``);
 * :mod:`~mediastream.session.outbound` resamples, encodes and cuts whole 20 ms wire frames;
 * :mod:`~mediastream.session.pacer` releases them a bounded lead ahead of real time;
 * :mod:`~mediastream.session.ledger` turns mark echoes into what the caller heard;
@@ -140,6 +141,7 @@ class CallSession:
         call: the call description from the provider's ``start``.
         host: receives bot events and wake-ups (see :class:`SessionHost`).
         bot_sample_rate: rate of the PCM delivered to the bot (and the default it sends).
+        bot_frame_ms: length of the bot's input frames: 20, 40 or 60 ms.
         playout_lead: seconds of audio released ahead of its play time (pacing bound).
         mark_interval: seconds of outbound audio between playout marks/checkpoints.
         reorder_window: inbound frames held at most while waiting for a missing one.
@@ -195,6 +197,7 @@ class CallSession:
         host: SessionHost,
         *,
         bot_sample_rate: int = 16000,
+        bot_frame_ms: int = 20,
         playout_lead: float = 0.08,
         mark_interval: float = 0.2,
         reorder_window: int = 3,
@@ -214,7 +217,8 @@ class CallSession:
         self._call_id = call.call_id
         self._bot_rate = bot_sample_rate
         self._in_fmt: MediaFormat = call.inbound_format
-        self._inbound = InboundPath(call.inbound_format, bot_sample_rate, self.stats)
+        self._inbound = InboundPath(call.inbound_format, bot_sample_rate, self.stats,
+                                    bot_frame_ms)
         self._encoder = OutboundEncoder(call.outbound_format)
         self._pacer = Pacer(playout_lead, FRAME_S, self.stats)
         self._ledger = PlayoutLedger(call.call_id, self.stats, mark_grace)
