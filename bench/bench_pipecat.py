@@ -30,6 +30,12 @@ projection independent of the other work on the machine: one core / (CPU per cal
 
     python -m bench pipecat                  # default levels, bounded by --budget
     python -m bench pipecat --quick          # 1 and 10 calls, one repetition
+    python -m bench pipecat --frame-ms 20    # mediastream with 20 ms bot frames only
+
+mediastream runs once per ``--frame-ms`` (``--bot-frame-ms`` of the server: 20 ms is
+"mediastream", 40 and 60 are "ms-40ms" and "ms-60ms"): longer frames halve or third the
+frames through the Pipecat pipeline for 20 or 40 ms more latency. The latency/CPU plot
+goes to ``bench/results/pipecat_latency.png`` (``--plot``).
 """
 
 from __future__ import annotations
@@ -59,6 +65,8 @@ from bench.harness import (
 __all__ = ["main"]
 
 TARGET_P99_MS = 60.0
+#: Where the latency-vs-calls plot goes unless --plot says otherwise.
+DEFAULT_PLOT = Path(__file__).resolve().parent / "results" / "pipecat_latency.png"
 KEEP_UP_SLACK_MS = 50.0
 KEEP_UP_LOST_MS = 20.0
 
@@ -79,12 +87,17 @@ class Stack:
         return self.misses < 2
 
 
-def _stacks(plain: bool, unfrozen: bool) -> list[Stack]:
+def _stacks(plain: bool, unfrozen: bool, frame_ms: Sequence[int] = ()) -> list[Stack]:
     stacks = [
         Stack("pipecat", ["-m", "bench.pipecat_server", "--port", "{port}"], "/ws"),
         Stack("mediastream", ["-m", "bench.mediastream_server", "--port", "{port}",
                               "--bot", "bot.echo"], "/ws/twilio"),
     ]
+    for ms in frame_ms:
+        if ms != 20:  # "mediastream" is the default, 20 ms
+            stacks.append(Stack(f"ms-{ms}ms", ["-m", "bench.mediastream_server", "--port",
+                                               "{port}", "--bot", "bot.echo",
+                                               "--bot-frame-ms", str(ms)], "/ws/twilio"))
     if plain:
         stacks.append(Stack("ms-plain", ["-m", "bench.mediastream_server", "--port", "{port}",
                                          "--bot", "echo"], "/ws/twilio"))
@@ -203,18 +216,70 @@ def _report(stacks: list[Stack], args: argparse.Namespace) -> dict[str, dict[str
               f"keeps up {v['capacity_keeps_up']} calls; "
               f"{fmt(v['cpu_ms_per_call_second'], digits=2)} ms CPU per call-second "  # type: ignore[arg-type]
               f"(~{v['projected_calls_per_core']} calls per core)")
-    ref, ours = summary.get("pipecat"), summary.get("mediastream")
-    if ref and ours:
+    ref = summary.get("pipecat")
+    for name, ours in summary.items():
+        if ref is None or name == "pipecat" or name == "ms-plain":
+            continue
         if ref["one_call_p50_ms"] and ours["one_call_p50_ms"]:
-            print(f"1 call: mediastream's audible p50 is "
-                  f"{ref['one_call_p50_ms'] / ours['one_call_p50_ms']:.0f}x lower")  # type: ignore[operator]
+            print(f"1 call: {name}'s audible p50 is "
+                  f"{ref['one_call_p50_ms'] / ours['one_call_p50_ms']:.1f}x lower")  # type: ignore[operator]
         for key in ("capacity_target", "capacity_keeps_up", "projected_calls_per_core"):
             if ref[key] and ours[key]:
-                print(f"{key}: mediastream / Pipecat = "
+                print(f"  {key}: {name} / Pipecat = "
                       f"{ours[key] / ref[key]:.2f}")  # type: ignore[operator]
             else:
-                print(f"{key}: Pipecat {ref[key]}, mediastream {ours[key]}")
+                print(f"  {key}: Pipecat {ref[key]}, {name} {ours[key]}")
     return summary
+
+
+def _check_matplotlib(parser: argparse.ArgumentParser) -> None:
+    """Fail before the run, not after it, when the plot cannot be drawn."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        parser.error("--plot needs matplotlib (the [plot] extra); give --plot '' to skip it")
+
+
+def _plot(stacks: list[Stack], args: argparse.Namespace, path: Path) -> None:
+    """Audible p50 (dashed) and p99 (solid) against calls, one colour per stack, with the
+    target line; a second panel has CPU per call-second."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (lat, cpu) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for i, s in enumerate(stacks):
+        rs = [r for r in s.results if r.audible_p99 is not None]
+        if not rs:
+            continue
+        color = f"C{i}"
+        calls = [r.calls for r in rs]
+        lat.plot(calls, [r.audible_p99 for r in rs], "o-", color=color, label=f"{s.name} p99")
+        lat.plot(calls, [r.audible_p50 for r in rs], "x--", color=color, alpha=0.6,
+                 label=f"{s.name} p50")
+        per_call = [(r.calls, cpu_ms_per_call_second(r)) for r in rs if r.calls >= 10]
+        if per_call:
+            cpu.plot([c for c, _ in per_call], [v for _, v in per_call], "o-", color=color,
+                     label=s.name)
+    lat.axhline(TARGET_P99_MS, color="grey", linestyle=":", label=f"target {TARGET_P99_MS:g} ms")
+    for ax in (lat, cpu):
+        ax.set_xscale("log")
+        ax.set_xlabel("concurrent calls")
+        ax.grid(True, which="both", alpha=0.3)
+    lat.set_ylabel("audible round trip, ms")
+    lat.set_yscale("log")
+    lat.set_title("Echo bot latency a caller hears")
+    cpu.set_ylabel("server CPU, ms per call-second")
+    cpu.set_title("Server CPU per call")
+    lat.legend(fontsize=7)
+    cpu.legend(fontsize=7)
+    fig.suptitle(f"Pipecat's FastAPI stack vs mediastream, same Pipecat echo bot "
+                 f"({args.seconds:g} s Twilio calls, median of {args.reps})", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -233,15 +298,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also run mediastream's built-in echo (no Pipecat)")
     parser.add_argument("--unfrozen", action="store_true",
                         help="also run mediastream without serve()'s gc.freeze()")
+    parser.add_argument("--frame-ms", default="20,40,60",
+                        help="bot frame lengths to run mediastream with (--bot-frame-ms); "
+                             "default %(default)s")
     parser.add_argument("--quick", action="store_true", help="1 and 10 calls, one repetition")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--plot", metavar="FILE.png", default=str(DEFAULT_PLOT),
+                        help="latency vs calls per stack (default %(default)s; '' for none)")
     args = parser.parse_args(argv)
     if args.quick:
         args.levels, args.reps, args.seconds = "1,10", 1, 4.0
     levels = sorted({1, *(int(x) for x in args.levels.split(",") if x.strip())})
     args.server_core, args.client_core = pin_cores(args.server_core, args.client_core)
 
-    stacks = _stacks(args.plain, args.unfrozen)
+    frame_ms = [int(x) for x in args.frame_ms.split(",") if x.strip()]
+    if any(ms not in (20, 40, 60) for ms in frame_ms):
+        parser.error("--frame-ms takes 20, 40 and/or 60")
+    if args.plot:
+        _check_matplotlib(parser)
+    stacks = _stacks(args.plain, args.unfrozen, frame_ms)
     start = time.monotonic()
     try:
         for stack in stacks:
@@ -252,6 +327,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if stack.server is not None:
                 stack.server.stop()
     summary = _report(stacks, args)
+    if args.plot:
+        _plot(stacks, args, Path(args.plot))
+        print(f"latency vs calls: {args.plot}")
     print(f"(wall time {time.monotonic() - start:.0f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps(
