@@ -80,12 +80,14 @@ from mediastream.call import (
     BotRunner,
     Call,
     CallEnded,
+    CallEvent,
+    CallListener,
     DtmfPressed,
     InboundAudio,
     PlayoutStarted,
     PlayoutStopped,
 )
-from mediastream.protocols.events import CallInfo
+from mediastream.protocols.events import CallInfo, Capabilities
 
 __all__ = [
     "MediaStreamInputTransport",
@@ -104,6 +106,53 @@ PipecatBot = Callable[["MediaStreamTransport", CallInfo], Awaitable[None]]
 _BOT_SPEAKING_PERIOD = 0.2
 #: KeypadEntry has no A-D (the fourth DTMF column, RFC 4733 §3.2 events 12-15).
 _KEYPAD = {entry.value: entry for entry in KeypadEntry}
+
+
+class _EndedCall(Call):
+    """What a detached transport's processors hold instead of the call: its description
+    and rate, ended, every action a no-op (so a frame that still arrives is dropped the
+    way it would be after the call ended)."""
+
+    def __init__(self, call: Call) -> None:
+        self.info = call.info
+        self.sample_rate = call.sample_rate
+        self._capabilities = call.capabilities
+
+    async def receive(self) -> CallEvent:
+        return CallEnded("detached")
+
+    def set_listener(self, listener: CallListener | None) -> None:
+        pass
+
+    def send_audio(self, pcm: bytes, sample_rate: int) -> None:
+        pass
+
+    def end_utterance(self) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+    async def wait_played(self, timeout: float | None = None) -> bool:
+        return True
+
+    def send_dtmf(self, digits: str) -> None:
+        pass
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    async def hangup(self, reason: str = "bot") -> None:
+        pass
+
+    @property
+    def bot_speaking(self) -> bool:
+        return False
+
+    @property
+    def ended(self) -> bool:
+        return True
 
 
 class MediaStreamInputTransport(BaseInputTransport):
@@ -160,6 +209,12 @@ class MediaStreamInputTransport(BaseInputTransport):
         if self._receive_task is not None:
             await self.cancel_task(self._receive_task)
             self._receive_task = None
+
+    def _detach(self, ended: _EndedCall) -> None:
+        """Drop the links to the transport and the call (see MediaStreamTransport.detach)."""
+        self._closing = True
+        self._transport = None  # type: ignore[assignment]
+        self._call = ended
 
     async def push_audio_frame(self, frame: InputAudioRawFrame) -> None:
         """Push caller audio downstream now (also used for audio pushed in from upstream)."""
@@ -454,6 +509,8 @@ class MediaStreamOutputTransport(BaseOutputTransport):
     # ------------------------------------------------------------------ ending
 
     async def _finish(self, frame: EndFrame | CancelFrame) -> None:
+        if self._transport is None:
+            return  # detached: the call is over
         reason = getattr(frame, "reason", None) or type(frame).__name__
         await self._transport.hangup(str(reason))
 
@@ -491,6 +548,15 @@ class MediaStreamOutputTransport(BaseOutputTransport):
         if self._timed_task is not None:
             await self.cancel_task(self._timed_task)
             self._timed_task = None
+
+    def _detach(self, ended: _EndedCall) -> None:
+        """Drop the links to the transport and the call (see MediaStreamTransport.detach)."""
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+        self._timed = []
+        self._transport = None  # type: ignore[assignment]
+        self._call = ended
 
 
 class MediaStreamTransport(BaseTransport):
@@ -564,6 +630,26 @@ class MediaStreamTransport(BaseTransport):
         """End the call once the caller has heard everything sent. Idempotent."""
         await self._output.finish_call(reason)
 
+    def detach(self) -> None:
+        """The bot is done with this call: cut what ties Pipecat's objects to it.
+
+        A finished pipeline is a reference cycle (processors link both ways, tasks and
+        event handlers point back), left to Python's cyclic collector. Our processors
+        sit in it, and through them the call, its session, resamplers and buffers: a
+        few hundred objects per call that only a full collection frees, and at call
+        churn those collections pause every live call. Dropping the processors' links
+        to the transport and the call lets reference counting free the call's state
+        the moment the server lets go of it; Pipecat's own graph stays for the
+        collector, without our call in it. :func:`pipecat_runner` calls this when the
+        bot returns; the transport must not be used afterwards.
+        """
+        if isinstance(self._call, _EndedCall):
+            return
+        ended = _EndedCall(self._call)
+        self._input._detach(ended)
+        self._output._detach(ended)
+        self._call = ended
+
     async def _client_connected(self) -> None:
         await self._call_event_handler("on_client_connected", self._call)
 
@@ -575,15 +661,20 @@ def pipecat_runner(run_bot: PipecatBot, params: TransportParams | None = None) -
     """Adapt ``async def run_bot(transport, call_info)`` into a server :data:`BotRunner`.
 
     The runner builds a :class:`MediaStreamTransport` over the call, awaits the bot and,
-    when the bot returns without having ended the call, ends it after playout. Exceptions
-    propagate: the server closes that call alone with 1011 and logs it.
+    when the bot returns without having ended the call, ends it after playout; then it
+    detaches the transport (:meth:`MediaStreamTransport.detach`) so that the call's state
+    is freed without the cyclic collector. Exceptions propagate: the server closes that
+    call alone with 1011 and logs it.
     """
 
     async def runner(call: Call) -> None:
         transport = MediaStreamTransport(call, params)
-        await run_bot(transport, call.info)
-        if not call.ended:
-            await transport.hangup("bot finished")
+        try:
+            await run_bot(transport, call.info)
+            if not call.ended:
+                await transport.hangup("bot finished")
+        finally:
+            transport.detach()
 
     runner.__name__ = getattr(run_bot, "__name__", "run_bot")
     runner.__qualname__ = f"pipecat_runner({runner.__name__})"

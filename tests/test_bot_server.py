@@ -6,7 +6,9 @@ marks come back when it has played, ``clear`` cuts it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -268,3 +270,43 @@ def _similarity(heard: np.ndarray, reference: np.ndarray) -> float:
     corr = np.correlate(h, r, mode="valid")
     energy = np.sqrt(np.convolve(h * h, np.ones(len(r)), mode="valid") * np.dot(r, r))
     return float(np.max(corr / np.maximum(energy, 1e-9)))
+
+
+@pytest.mark.asyncio
+async def test_a_finished_pipecat_call_is_freed_without_the_cyclic_collector() -> None:
+    """A finished Pipecat pipeline is a reference cycle. The bridge detaches from it
+    when the bot returns, so the call (its session, resamplers, buffers) and the
+    transport are freed by reference counting alone, the moment the server lets go:
+    no full collection needed, none to pause the other calls at churn. Pipecat's own
+    processors are left to the collector, and they no longer hold the call."""
+    refs: dict[str, weakref.ref[Any]] = {}
+
+    async def run_bot(transport: MediaStreamTransport, info: CallInfo) -> None:
+        refs["transport"] = weakref.ref(transport)
+        refs["input"] = weakref.ref(transport.input())
+        await echo.run_bot(transport, info)
+
+    inner = pipecat_runner(run_bot)
+
+    async def runner(call: Any) -> None:
+        refs["call"] = weakref.ref(call)
+        await inner(call)
+
+    async with MediaStreamServer(Config(port=0), bot=runner) as srv:
+        gc.collect()
+        gc.disable()
+        try:
+            async with TwilioPhone(f"ws://127.0.0.1:{srv.port}/ws/twilio") as phone:
+                await phone.send_pcm(tone8k(500, 0.3))
+                await phone.stop()
+                await phone.wait_closed(scaled(5))
+            await until(lambda: refs["call"]() is None and refs["transport"]() is None)
+            # The processors are Pipecat's cycle: alive until the collector runs...
+            assert refs["input"]() is not None
+            detached = refs["input"]()
+            assert detached is not None and detached._call.ended and detached._transport is None
+            del detached
+        finally:
+            gc.enable()
+        gc.collect()
+        assert refs["input"]() is None  # ...which then frees them
