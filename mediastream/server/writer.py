@@ -179,4 +179,13 @@ class OutboundWriter:
 
     def _on_timer(self) -> None:
         self._timer = None
+        if not self._urgent and not self._stopped:
+            # A deadline that moved later since the timer was armed (the idle-flush one
+            # moves with every frame the bot sends; the timer is not re-armed for each
+            # move): nothing is due, so only re-arm, without a poll.
+            deadline = self._session.next_deadline()
+            if deadline is not None and deadline > self._loop.time():
+                self._timer = self._loop.call_at(deadline, self._on_timer)
+                self._timer_at = deadline
+                return
         self.wake()
