@@ -61,6 +61,29 @@ def ulaw_payload(frames: int, seed: int = 1) -> bytes:
     return bytes(rng.choice(codes) for _ in range(160 * frames))
 
 
+async def echo_call(port: int, frames: int, seed: int) -> bytes:
+    """One Twilio call to an echo bot on 127.0.0.1:``port``: ``frames`` 20 ms frames of
+    random μ-law (2 ms apart), then the audio it got back, as long as what was sent."""
+    provider = FakeProvider("twilio")
+    sent = ulaw_payload(frames, seed=seed)
+
+    class _Server:  # FakeProvider.connect wants something with a port
+        pass
+
+    server: Any = _Server()
+    server.port = port
+    async with provider.connect(server):
+        await provider.open()
+        provider.start_pump()
+        for i in range(frames):
+            await provider.send(provider.media(sent[i * 160 : (i + 1) * 160]))
+            await asyncio.sleep(0.002)
+        audio = await provider.wait_audio(len(sent), timeout=20)
+        await provider.send(provider.stop())
+        await provider.closed()
+    return audio[: len(sent)]
+
+
 def self_signed(tmp: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and its key, as PEM files under ``tmp``."""
     import datetime

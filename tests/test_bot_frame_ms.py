@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import pytest
-from _util_server import FakeProvider, running_server, ulaw_payload
+from _util_server import echo_call, running_server, ulaw_payload
 
 from mediastream.call import InboundAudio
 from mediastream.config import Config
@@ -68,27 +68,6 @@ def test_serve_refuses_a_bad_bot_frame_ms_with_one_line() -> None:
     assert "Traceback" not in done.stderr
 
 
-async def _echo(port: int, frames: int, seed: int) -> bytes:
-    provider = FakeProvider("twilio")
-    sent = ulaw_payload(frames, seed=seed)
-
-    class _Server:  # FakeProvider.connect wants something with a port
-        port = 0
-
-    server = _Server()
-    server.port = port
-    async with provider.connect(server):  # type: ignore[arg-type]
-        await provider.open()
-        provider.start_pump()
-        for i in range(frames):
-            await provider.send(provider.media(sent[i * 160:(i + 1) * 160]))
-            await asyncio.sleep(0.002)
-        audio = await provider.wait_audio(len(sent), timeout=20)
-        await provider.send(provider.stop())
-        await provider.closed()
-    return audio[:len(sent)]
-
-
 @pytest.mark.asyncio
 async def test_an_echo_call_with_40_ms_bot_frames_returns_the_same_audio() -> None:
     """Through the server: 16 kHz bot, 40 ms frames in, the echo's 40 ms chunks out (two
@@ -97,6 +76,6 @@ async def test_an_echo_call_with_40_ms_bot_frames_returns_the_same_audio() -> No
         running_server(echo_bot, bot_sample_rate=16000, bot_frame_ms=40) as long,
         running_server(echo_bot, bot_sample_rate=16000) as short,
     ):
-        got, want = await asyncio.gather(_echo(long.port, 40, 7), _echo(short.port, 40, 7))
+        got, want = await asyncio.gather(echo_call(long.port, 40, 7), echo_call(short.port, 40, 7))
     assert got == want
     assert len(set(got)) > 16  # real audio, not codec silence

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _util_server import FakeProvider, running_server, ulaw_payload
+from _util_server import echo_call, running_server
 
 from audiocodecs.g711 import ulaw_encode
 from audiocodecs.resample import StreamResampler
@@ -385,28 +385,8 @@ async def test_streams_that_cannot_be_batched_are_converted_one_by_one(
 
 async def _echo_calls(port: int, seeds: list[int], frames: int) -> dict[int, bytes]:
     """Concurrent echo calls, one per seed; the audio each one got back."""
-
-    async def one(seed: int) -> tuple[int, bytes]:
-        provider = FakeProvider("twilio")
-        sent = ulaw_payload(frames, seed=seed)
-
-        class _Server:  # FakeProvider.connect wants something with a port
-            pass
-
-        server: Any = _Server()
-        server.port = port
-        async with provider.connect(server):
-            await provider.open()
-            provider.start_pump()
-            for i in range(frames):
-                await provider.send(provider.media(sent[i * 160 : (i + 1) * 160]))
-                await asyncio.sleep(0.002)
-            audio = await provider.wait_audio(len(sent), timeout=20)
-            await provider.send(provider.stop())
-            await provider.closed()
-        return seed, audio[: len(sent)]
-
-    return dict(await asyncio.gather(*(one(seed) for seed in seeds)))
+    got = await asyncio.gather(*(echo_call(port, frames, seed) for seed in seeds))
+    return dict(zip(seeds, got, strict=True))
 
 
 @pytest.mark.asyncio
