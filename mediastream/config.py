@@ -68,8 +68,9 @@ class Config:
     idle_media_timeout: float = 10.0
     send_timeout: float = 5.0
     drain_timeout: float = 30.0
-    #: Inbound 20 ms frames queued for a bot that is not reading (10 s); beyond, the
-    #: oldest audio is dropped (control events never are).
+    #: Inbound frames queued for a bot that is not reading (10 s of 20 ms frames; with
+    #: ``bot_frame_ms`` 40, 20 s); beyond, the oldest audio is dropped (control events
+    #: never are).
     bot_queue_frames: int = 500
     #: How long a bot may keep running after its call ended before it is cancelled.
     bot_exit_timeout: float = 2.0
