@@ -3,14 +3,30 @@
 Keys come from ``DEEPGRAM_API_KEY``, ``OPENAI_API_KEY`` and ``CARTESIA_API_KEY``; loading
 the bot (``mediastream serve --bot bot.voice_agent``) fails at once with one error naming
 every missing key, rather than on the first call. Optional: ``OPENAI_MODEL``,
-``CARTESIA_VOICE_ID``. Deepgram needs Pipecat's ``deepgram`` extra
-(``pip install 'pipecat-ai[deepgram]'``).
+``CARTESIA_VOICE_ID``, and the services' endpoints for a proxy, a self-hosted or
+regional deployment (or local stand-ins): ``DEEPGRAM_BASE_URL`` (e.g.
+``wss://dg.example.internal``; ``ws://`` / ``http://`` for a plain-text one),
+``OPENAI_BASE_URL`` (e.g. ``https://llm.example.internal/v1``, any OpenAI-compatible
+server) and ``CARTESIA_URL`` (the TTS WebSocket URL). Deepgram needs Pipecat's
+``deepgram`` extra (``pip install 'pipecat-ai[deepgram]'``).
 
 The call's custom parameters choose the persona: ``session_type`` picks the system
 prompt and greeting (see :data:`PERSONAS`), ``caller_id`` (else the caller's number) is
 given to the model so it can address the caller. Turn-taking is Silero VAD in the user
 aggregator, as in the guide; the transport turns its interruptions into a provider
 ``clear``.
+
+What a phone call needs beyond the guide's pipeline (:class:`CallControl`):
+
+* ``#`` ends the call: whatever the agent is saying is cut, it says "Goodbye!", and the
+  call is hung up once the caller has heard it. The caller's audio is no longer
+  listened to from then on, so the goodbye cannot be talked over.
+* A failed service never leaves the caller in silence. The LLM failing a turn (an HTTP
+  500 once the client's retries are spent, a timeout) gets a short spoken apology and
+  the call goes on; the speech-to-text socket dropping is logged as such, Deepgram's
+  service reconnects by itself, and the call goes on. A service that can no longer work
+  at all (rejected key, given up reconnecting) gets an apology and a goodbye, and the
+  call ends. Each case is one log line naming the call and what the bot decided.
 """
 
 from __future__ import annotations
@@ -21,8 +37,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.audio.vad.silero import SileroVADAnalyzer
-from pipecat.frames.frames import LLMRunFrame
+from pipecat.frames.frames import (
+    EndWorkerFrame,
+    ErrorFrame,
+    Frame,
+    InputAudioRawFrame,
+    InputDTMFFrame,
+    LLMRunFrame,
+    TTSSpeakFrame,
+)
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -30,6 +55,8 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
 from bot.transport import MediaStreamTransport
@@ -47,8 +74,11 @@ except ImportError as exc:  # Pipecat raises ImportError naming the missing SDK
 from mediastream.protocols.events import CallInfo
 
 __all__ = [
+    "APOLOGY",
+    "GOODBYE",
     "PERSONAS",
     "REQUIRED_KEYS",
+    "CallControl",
     "Keys",
     "MissingKeysError",
     "Persona",
@@ -63,6 +93,12 @@ REQUIRED_KEYS = ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "CARTESIA_API_KEY")
 #: A Cartesia stock voice (the one Pipecat's telephony examples use).
 DEFAULT_VOICE = "71a7ad14-091c-4e8e-a314-022ece01c121"
 DEFAULT_MODEL = "gpt-4.1"
+#: Said when the LLM fails a turn: the caller hears something rather than silence.
+APOLOGY = "Sorry, I didn't catch that. Could you say it again?"
+#: Said when ``#`` is pressed, before the hang-up.
+GOODBYE = "Goodbye!"
+#: Said when a service can no longer work at all, before the hang-up.
+OUT_OF_ORDER = "Sorry, I'm having technical trouble. Please call back later. Goodbye!"
 
 _PHONE_STYLE = (
     " You are on a phone call: your words are converted to audio, so answer in one or two"
@@ -128,6 +164,11 @@ class Keys:
     cartesia: str
     openai_model: str = DEFAULT_MODEL
     cartesia_voice: str = DEFAULT_VOICE
+    #: Endpoints other than the providers' own (a proxy, a self-hosted or regional
+    #: deployment); empty means the provider's default.
+    deepgram_base_url: str = ""
+    openai_base_url: str = ""
+    cartesia_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Keys:
@@ -142,6 +183,9 @@ class Keys:
             cartesia=env["CARTESIA_API_KEY"].strip(),
             openai_model=env.get("OPENAI_MODEL", "").strip() or DEFAULT_MODEL,
             cartesia_voice=env.get("CARTESIA_VOICE_ID", "").strip() or DEFAULT_VOICE,
+            deepgram_base_url=env.get("DEEPGRAM_BASE_URL", "").strip(),
+            openai_base_url=env.get("OPENAI_BASE_URL", "").strip(),
+            cartesia_url=env.get("CARTESIA_URL", "").strip(),
         )
 
 
@@ -160,26 +204,121 @@ def persona_for(info: CallInfo) -> tuple[Persona, str]:
     return persona, prompt
 
 
-def build_worker(transport: MediaStreamTransport, keys: Keys, **worker_args: Any) -> PipelineWorker:
+class CallControl(FrameProcessor):
+    """What a phone call needs around the guide's pipeline: ``#`` to leave, and no silence
+    when a service fails.
+
+    Placed right after the transport's input. On ``#`` it cuts whatever is being said
+    (an interruption, which the transport turns into a provider ``clear``), has the TTS
+    say :data:`GOODBYE`, and ends the worker behind it: the worker's ``EndFrame`` follows
+    the goodbye down the pipeline, and the transport hangs up once it was heard. From
+    then on the caller's audio stops here, so neither VAD nor STT can start a new turn
+    over the goodbye. Service errors reach it through :meth:`service_failed`, which the
+    worker's ``on_pipeline_error`` event calls.
+    """
+
+    def __init__(self, call_id: str, *, stt: FrameProcessor, llm: FrameProcessor,
+                 tts: FrameProcessor, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._call_id = call_id
+        self._stt, self._llm, self._tts = stt, llm, tts
+        self._leaving = False
+
+    @property
+    def leaving(self) -> bool:
+        """True once the bot decided to end the call (``#`` or a service out of order)."""
+        return self._leaving
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputDTMFFrame) and frame.button == KeypadEntry.POUND:
+            if not self._leaving:
+                log.info("[call %s] caller pressed #: saying goodbye, then hanging up",
+                         self._call_id)
+                await self._leave(GOODBYE, interrupt=True)
+            return
+        if self._leaving and isinstance(frame, InputAudioRawFrame):
+            return  # nobody listens any more: the goodbye cannot be talked over
+        await self.push_frame(frame, direction)
+
+    async def _leave(self, words: str, *, interrupt: bool) -> None:
+        self._leaving = True
+        if interrupt:
+            await self.broadcast_interruption()  # type: ignore[no-untyped-call]
+        await self.push_frame(TTSSpeakFrame(words, append_to_context=False))
+        # Behind the words: the worker's EndFrame then follows them down the pipeline,
+        # the TTS finishes their audio, and the transport hangs up once it was heard.
+        await self.push_frame(EndWorkerFrame(reason="the voice agent ended the call"))
+
+    async def service_failed(self, error: ErrorFrame) -> None:
+        """Decide what the caller hears when one of the services reports an error."""
+        source = error.processor
+        if self._leaving:
+            log.info("[call %s] %s failed while leaving: %s", self._call_id,
+                     getattr(source, "name", "a processor"), error.error)
+            return
+        service = {id(self._stt): "speech-to-text", id(self._llm): "LLM",
+                   id(self._tts): "text-to-speech"}.get(id(source))
+        if service is None:
+            log.warning("[call %s] pipeline error: %s", self._call_id, error.error)
+            return
+        if source is not None and not source.is_usable:
+            log.error("[call %s] %s is out of order (%s): apologising and ending the call",
+                      self._call_id, service, error.error)
+            # Nothing may be playing (a TTS out of order cannot speak): the EndFrame
+            # behind the words still ends the call.
+            await self._leave(OUT_OF_ORDER, interrupt=source is not self._tts)
+        elif source is self._llm:
+            log.warning("[call %s] the LLM failed this turn (%s): apologising, the call goes on",
+                        self._call_id, error.error)
+            await self.push_frame(TTSSpeakFrame(APOLOGY, append_to_context=False))
+        elif source is self._stt:
+            log.warning("[call %s] speech-to-text connection failed (%s): it reconnects, "
+                        "the call goes on", self._call_id, error.error)
+        else:
+            log.warning("[call %s] text-to-speech failed (%s): the call goes on",
+                        self._call_id, error.error)
+
+
+def build_worker(
+    transport: BaseTransport,
+    keys: Keys,
+    *,
+    info: CallInfo | None = None,
+    in_rate: int | None = None,
+    out_rate: int | None = None,
+    **worker_args: Any,
+) -> PipelineWorker:
     """The guide's pipeline over ``transport``: STT -> user turn -> LLM -> TTS -> output.
 
-    Input is at the call's rate (what the session delivers), output at the provider's
-    wire rate so the session has nothing to resample on the way out. Building it opens
-    no connection; the services connect when the pipeline starts.
+    With a :class:`MediaStreamTransport`, input is at the call's rate (what the session
+    delivers) and output at the provider's wire rate, so the session has nothing to
+    resample on the way out. Any other Pipecat transport (the benchmark runs the same
+    bot behind Pipecat's own FastAPI stack) passes the call's ``info`` and its rates.
+    Building it opens no connection; the services connect when the pipeline starts.
     """
-    info = transport.info
+    if isinstance(transport, MediaStreamTransport):
+        info = info or transport.info
+        in_rate = in_rate or transport.sample_rate
+        out_rate = out_rate or info.outbound_format.sample_rate
+    if info is None or in_rate is None or out_rate is None:
+        raise ValueError("build_worker needs info, in_rate and out_rate with this transport")
     persona, prompt = persona_for(info)
-    stt = DeepgramSTTService(api_key=keys.deepgram)
-    llm = OpenAILLMService(api_key=keys.openai,
+    stt = DeepgramSTTService(api_key=keys.deepgram, base_url=keys.deepgram_base_url)
+    llm = OpenAILLMService(api_key=keys.openai, base_url=keys.openai_base_url or None,
                            settings=OpenAILLMService.Settings(model=keys.openai_model))
+    tts_args: dict[str, Any] = {"url": keys.cartesia_url} if keys.cartesia_url else {}
     tts = CartesiaTTSService(api_key=keys.cartesia,
-                             settings=CartesiaTTSService.Settings(voice=keys.cartesia_voice))
+                             settings=CartesiaTTSService.Settings(voice=keys.cartesia_voice),
+                             **tts_args)
+    control = CallControl(info.call_id, stt=stt, llm=llm, tts=tts)
     context = LLMContext(messages=[{"role": "system", "content": prompt}])
     aggregators = LLMContextAggregatorPair(
         context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
     )
     pipeline = Pipeline([
         transport.input(),
+        control,
         stt,
         aggregators.user(),
         llm,
@@ -188,20 +327,28 @@ def build_worker(transport: MediaStreamTransport, keys: Keys, **worker_args: Any
         aggregators.assistant(),
     ])
     args: dict[str, Any] = {
-        "params": PipelineParams(
-            audio_in_sample_rate=transport.sample_rate,
-            audio_out_sample_rate=info.outbound_format.sample_rate,
-        ),
+        "params": PipelineParams(audio_in_sample_rate=in_rate, audio_out_sample_rate=out_rate),
         "enable_rtvi": False,  # a phone has no RTVI client
     }
     args.update(worker_args)
     worker = PipelineWorker(pipeline, **args)
 
-    async def greet(_transport: MediaStreamTransport, _call: Any) -> None:
+    async def greet(_transport: Any, _call: Any) -> None:
         context.add_message({"role": "system", "content": persona.greeting})
         await worker.queue_frames([LLMRunFrame()])
 
+    async def failed(_worker: PipelineWorker, error: ErrorFrame) -> None:
+        await control.service_failed(error)
+
+    async def finished(_worker: PipelineWorker, _frame: Any) -> None:
+        # Pipecat never closes the OpenAI client it made for the service: its pooled
+        # keep-alive connection (no expiry) would stay open after the call until the
+        # garbage collector found it, one socket per call.
+        await llm._client.close()
+
     transport.add_event_handler("on_client_connected", greet)
+    worker.add_event_handler("on_pipeline_error", failed)
+    worker.add_event_handler("on_pipeline_finished", finished)
 
     return worker
 

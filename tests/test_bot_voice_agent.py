@@ -59,6 +59,12 @@ def test_keys_from_an_explicit_mapping(agent: ModuleType) -> None:
     assert (keys.deepgram, keys.openai, keys.cartesia) == ("dg-test", "sk-test", "ca-test")
     assert keys.openai_model == "gpt-4.1-mini"
     assert keys.cartesia_voice == agent.DEFAULT_VOICE
+    assert (keys.deepgram_base_url, keys.openai_base_url, keys.cartesia_url) == ("", "", "")
+    pointed = agent.Keys.from_env({**KEYS, "DEEPGRAM_BASE_URL": "ws://dg.local:81 ",
+                                   "OPENAI_BASE_URL": "http://llm.local/v1",
+                                   "CARTESIA_URL": "ws://tts.local/tts/websocket"})
+    assert (pointed.deepgram_base_url, pointed.openai_base_url, pointed.cartesia_url) == (
+        "ws://dg.local:81", "http://llm.local/v1", "ws://tts.local/tts/websocket")
     with pytest.raises(agent.MissingKeysError) as info:
         agent.Keys.from_env({})
     assert info.value.missing == agent.REQUIRED_KEYS
@@ -97,15 +103,15 @@ def test_the_pipeline_is_the_guides_and_builds_offline(agent: ModuleType) -> Non
     inner = worker.pipeline.processors[1]
     kinds = [type(p) for p in inner.processors[1:-1]]  # between its own source and sink
     assert kinds == [
-        type(transport.input()), DeepgramSTTService, LLMUserAggregator, OpenAILLMService,
-        CartesiaTTSService, type(transport.output()), LLMAssistantAggregator,
+        type(transport.input()), agent.CallControl, DeepgramSTTService, LLMUserAggregator,
+        OpenAILLMService, CartesiaTTSService, type(transport.output()), LLMAssistantAggregator,
     ]
     # In at the call's rate (no resampling in Pipecat), out at the wire rate.
     assert worker.params.audio_in_sample_rate == call.sample_rate
     assert worker.params.audio_out_sample_rate == call.info.outbound_format.sample_rate
     # The persona's prompt is the context's system message, and the greeting is
     # triggered when the call connects.
-    user = inner.processors[3]
+    user = inner.processors[4]
     messages = user.context.get_messages()
     assert messages[0]["role"] == "system"
     assert messages[0]["content"].startswith(agent.PERSONAS["survey"].system_prompt)
