@@ -3,11 +3,13 @@
 FastAPI + uvicorn; per call ``parse_telephony_websocket`` -> ``TwilioFrameSerializer`` ->
 ``FastAPIWebsocketTransport`` -> the same echo pipeline as mediastream's ``bot.echo``
 (:func:`bot.echo.build_worker`, 16 kHz), so only the transport differs. Auto hang-up is
-off: there is no Twilio REST API here.
+off: there is no Twilio REST API here. ``--bot voice_agent`` runs mediastream's voice
+agent instead (:func:`bot.voice_agent.build_worker`, keys and endpoints from the
+environment, 16 kHz in, 8 kHz out as on mediastream), for ``bench voice``.
 
 Run as a process of its own (the benchmark pins it to one core)::
 
-    python -m bench.pipecat_server --port 8766
+    python -m bench.pipecat_server --port 8766 [--bot voice_agent]
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, WebSocket
@@ -28,6 +31,7 @@ from pipecat.transports.websocket.fastapi import (
 from pipecat.workers.runner import WorkerRunner
 
 from bot.echo import build_worker
+from mediastream.protocols.events import CallInfo, MediaFormat
 
 __all__ = ["PIPELINE_RATE", "create_app", "main"]
 
@@ -35,7 +39,19 @@ __all__ = ["PIPELINE_RATE", "create_app", "main"]
 PIPELINE_RATE = 16000
 
 
-def create_app() -> FastAPI:
+def _voice_agent_worker(transport: FastAPIWebsocketTransport, call_data: dict[str, Any]) -> Any:
+    from bot import voice_agent
+
+    mulaw = MediaFormat("pcmu", 8000)
+    body = call_data.get("body") or {}
+    info = CallInfo(provider="twilio", call_id=call_data["call_id"],
+                    stream_id=call_data["stream_id"], inbound_format=mulaw,
+                    outbound_format=mulaw, custom_parameters=dict(body))
+    return voice_agent.build_worker(transport, voice_agent.Keys.from_env(), info=info,
+                                    in_rate=PIPELINE_RATE, out_rate=8000)
+
+
+def create_app(bot: str = "echo") -> FastAPI:
     """The FastAPI app: one media WebSocket endpoint at ``/ws``."""
     app = FastAPI()
 
@@ -57,7 +73,10 @@ def create_app() -> FastAPI:
                 serializer=serializer,
             ),
         )
-        worker = build_worker(transport, PIPELINE_RATE)
+        if bot == "voice_agent":
+            worker = _voice_agent_worker(transport, call_data)
+        else:
+            worker = build_worker(transport, PIPELINE_RATE)
 
         @transport.event_handler("on_client_disconnected")
         async def disconnected(_transport: object, _ws: object) -> None:
@@ -76,11 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--bot", choices=("echo", "voice_agent"), default="echo")
     args = parser.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level=args.log_level)
     # uvicorn's defaults, as the guide runs it.
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level.lower())
+    uvicorn.run(create_app(args.bot), host=args.host, port=args.port,
+                log_level=args.log_level.lower())
     return 0
 
 

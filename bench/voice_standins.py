@@ -117,8 +117,11 @@ class Delays:
 class Script:
     """What the services "say": a transcript per caller utterance, a reply per LLM request.
 
-    Transcripts and replies are used in order and the last one repeats. ``fail_llm``
-    holds the indexes of LLM requests answered with HTTP 500 (every retry of them too).
+    Transcripts are used in the order the utterances come, over all connections. The
+    reply to a request is picked by how many user turns its conversation holds (the
+    greeting, with none, gets the first), so concurrent calls each get the script from
+    its start. In both, the last one repeats. ``fail_llm`` holds the indexes (in arrival
+    order) of LLM requests answered with HTTP 500, every retry of them too.
     ``drop_stt_after`` closes the Deepgram socket abruptly (no close frame) right after
     that many final transcripts; ``refuse_stt_reconnect`` then answers every later
     handshake with 503, so the STT cannot come back.
@@ -297,7 +300,8 @@ class VoiceServices:
                            "about that!", "type": "server_error", "param": None,
                 "code": None}}, status=500)
         replies = self.script.replies
-        reply = replies[min(index, len(replies) - 1)]
+        turns = sum(1 for m in body["messages"] if m.get("role") == "user")
+        reply = replies[min(turns, len(replies) - 1)]
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "Cache-Control": "no-cache"})
         await response.prepare(request)
