@@ -13,7 +13,8 @@ on the paths the real services use, built from their documented protocols:
   frames; ``Results`` messages with ``is_final`` / ``speech_final`` / ``from_finalize``,
   ``UtteranceEnd`` when ``utterance_end_ms`` is asked for, ``Metadata`` on CloseStream.
   What the caller says is found from the audio's energy (20 ms blocks), and each
-  utterance gets the next transcript of the script.
+  utterance gets the next transcript of the script (a Finalize mid-utterance
+  finalises the part of it said before the pause).
 * **OpenAI** ``POST /v1/chat/completions`` (platform.openai.com, "Chat Completions" and
   "Streaming" references): ``Authorization: Bearer KEY``; a JSON body with ``model``,
   ``messages`` and ``stream: true``; answered as server-sent events, one
@@ -64,6 +65,7 @@ __all__ = [
     "Delays",
     "Script",
     "VoiceServices",
+    "main",
     "word_seconds",
 ]
 
@@ -117,7 +119,10 @@ class Delays:
 class Script:
     """What the services "say": a transcript per caller utterance, a reply per LLM request.
 
-    Transcripts are used in the order the utterances come, over all connections. The
+    Transcripts are used in the order the utterances come, over all connections; a
+    transcript may be cut with ``|`` into the parts said between the utterance's pauses
+    ("Hello! | Can you hear me?"): a Finalize inside the utterance (the client's VAD
+    heard a pause) finalises the next part, the endpointing silence all that is left. The
     reply to a request is picked by how many user turns its conversation holds (the
     greeting, with none, gets the first), so concurrent calls each get the script from
     its start. In both, the last one repeats. ``fail_llm`` holds the indexes (in arrival
@@ -136,11 +141,13 @@ class Script:
 
 @dataclass
 class _Utterance:
+    parts: list[list[str]]  # the words said between pauses
     start: float
     last_voice: float
-    words_sent: int = 0
+    segment_start: float = 0.0  # where the part not yet finalised began
+    parts_final: int = 0  # parts already sent in final results
+    words_interim: int = 0  # words of the current part shown by interim results
     next_interim: float = 0.0
-    finalised: bool = False  # its final result was sent (Finalize or endpointing)
     ended: bool = False  # followed by the endpointing silence: the next speech is new
 
 
@@ -191,13 +198,18 @@ class VoiceServices:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> VoiceServices:
+        """Listen on a free port of 127.0.0.1."""
+        return await self.start_on(0)
+
+    async def start_on(self, port: int) -> VoiceServices:
+        """Listen on ``port`` of 127.0.0.1 (0: a free one)."""
         app = web.Application()
         app.router.add_get("/v1/listen", self._deepgram)
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_get("/tts/websocket", self._cartesia)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self
@@ -454,7 +466,6 @@ class _DeepgramStream:
         self.clock = 0.0  # seconds of audio received
         self.pending = b""
         self.utterance: _Utterance | None = None
-        self.transcript = ""
         self.last_word_end: float | None = None
         self.finals: list[asyncio.Task[None]] = []
         self.send_lock = asyncio.Lock()
@@ -516,31 +527,32 @@ class _DeepgramStream:
             await self._block(loud)
 
     async def _block(self, loud: bool) -> None:
-        # An utterance is speech up to a silence of ``stt_endpointing``; it gets one line
+        # An utterance is speech up to a silence of ``stt_endpointing``; it says one line
         # of the script. A Finalize inside it (the client's VAD heard a short pause)
-        # sends that line as final at once, and the rest of the utterance adds nothing.
+        # finalises the next part of the line; the endpointing silence all the rest.
         u = self.utterance
         now = self.clock
         if loud:
             if u is None or u.ended:
-                u = self.utterance = _Utterance(start=now - self.BLOCK_S, last_voice=now,
-                                                next_interim=now + self.INTERIM_EVERY_S)
-                self.transcript = self.services._next_transcript()
+                line = self.services._next_transcript()
+                parts = [p.split() for p in line.split("|") if p.split()] or [[]]
+                u = self.utterance = _Utterance(
+                    parts=parts, start=now - self.BLOCK_S, last_voice=now,
+                    segment_start=now - self.BLOCK_S, next_interim=now + self.INTERIM_EVERY_S)
             u.last_voice = now
-            if self.interim and not u.finalised and now >= u.next_interim:
+            if self.interim and now >= u.next_interim and u.parts_final < len(u.parts):
                 u.next_interim = now + self.INTERIM_EVERY_S
-                words = self.transcript.split()
-                shown = min(len(words) - 1, u.words_sent + 1)
-                if shown > u.words_sent:
-                    u.words_sent = shown
-                    await self._results(" ".join(words[:shown]), u.start, now, is_final=False,
-                                        speech_final=False)
+                words = u.parts[u.parts_final]
+                shown = min(len(words) - 1, u.words_interim + 1)
+                if shown > u.words_interim:
+                    u.words_interim = shown
+                    await self._results(" ".join(words[:shown]), u.segment_start, now,
+                                        is_final=False, speech_final=False)
             return
         if u is not None and not u.ended:
             if now - u.last_voice >= self.services.delays.stt_endpointing:
                 u.ended = True
-                if not u.finalised:
-                    await self._finalise(from_finalize=False)
+                await self._finalise(from_finalize=False)
         elif (self.utterance_end is not None and self.last_word_end is not None
               and now - self.last_word_end >= self.utterance_end):
             await self._send({"type": "UtteranceEnd", "channel": [0, 1],
@@ -551,9 +563,13 @@ class _DeepgramStream:
         u = self.utterance
         text = ""
         start, end = self.clock, self.clock
-        if u is not None and not u.finalised:
-            u.finalised = True
-            text, start, end = self.transcript, u.start, u.last_voice
+        if u is not None and u.parts_final < len(u.parts):
+            upto = len(u.parts) if u.ended else u.parts_final + 1
+            text = " ".join(w for part in u.parts[u.parts_final:upto] for w in part)
+            start, end = u.segment_start, u.last_voice
+            u.parts_final = upto
+            u.words_interim = 0
+            u.segment_start = self.clock
             self.last_word_end = end
         if not text and not from_finalize:
             return
@@ -641,3 +657,47 @@ def _tts_request_problems(msg: dict[str, Any]) -> list[str]:
     if "continue" in msg and not isinstance(msg["continue"], bool):
         out.append("continue is not a boolean")
     return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve the stand-ins until interrupted, after printing the environment to use."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.voice_standins",
+        description="Local Deepgram/OpenAI/Cartesia stand-ins for bot.voice_agent.")
+    parser.add_argument("--port", type=int, default=8790)
+    parser.add_argument("--delays", choices=("zero", "typical"), default="typical")
+    parser.add_argument("--reply", action="append", default=[],
+                        help="the LLM's replies in order (the last repeats); repeatable")
+    parser.add_argument("--transcript", action="append", default=[],
+                        help="the STT's transcript per caller utterance, '|' between the "
+                             "parts said between pauses; repeatable (default: the words "
+                             "of bot/assets/caller-demo.wav)")
+    args = parser.parse_args(argv)
+    script = Script(transcripts=tuple(args.transcript) or ("Hello parrot! | Can you hear me?",),
+                    replies=tuple(args.reply) or ("Hello! How can I help?",
+                                                  "Yes, I can hear you.",))
+    delays = Delays.typical() if args.delays == "typical" else Delays()
+
+    async def serve() -> None:
+        services = VoiceServices(script, delays)
+        await services.start_on(args.port)
+        for name, value in services.environ().items():
+            print(f"export {name}={value}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        for problem in services.problems:
+            print(f"refused: {problem}", flush=True)
+        await services.close()
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
