@@ -76,6 +76,7 @@ from mediastream.protocols.events import CallInfo
 __all__ = [
     "APOLOGY",
     "GOODBYE",
+    "OUT_OF_ORDER",
     "PERSONAS",
     "REQUIRED_KEYS",
     "CallControl",

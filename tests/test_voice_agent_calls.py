@@ -277,3 +277,26 @@ async def test_the_llm_answering_500_gets_an_apology_not_silence(
     assert call.end == "completed"
     assert conversation.requests()[-1][-1] == ("user", "What time is it?")
     assert "the LLM failed this turn" in caplog.text
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("conversation", [script("Yes, I hear you.", drop_stt_after=1,
+                                                 refuse_stt_reconnect=True)], indirect=True)
+async def test_an_stt_that_cannot_come_back_ends_the_call_cleanly(
+    conversation: Conversation, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.voice_agent")
+    # The socket drops after the first turn and every reconnection is refused: Deepgram's
+    # service tries twice, 4 s apart, then gives up; the bot says so and hangs up.
+    call = await conversation.call(15.0, speak_at=(1.2,))
+    assert conversation.services.stt_drops == 1
+    assert len(conversation.services.stt_connections) == 3
+    out_of_order = conversation.agent.OUT_OF_ORDER
+    assert any(r["transcript"] == out_of_order for r in conversation.services.tts_requests)
+    # Greeting, the answer, then the whole apology; then the server ended the call.
+    assert heard_replies(call.recording) == [2, 4, len(out_of_order.split())]
+    assert call.end == "server_closed" and call.close_code == 1000
+    assert heard_words(call.recording)[-1][1] - 0.02 <= call.duration_s < 14.5
+    assert "speech-to-text connection failed" in caplog.text
+    assert "speech-to-text is out of order" in caplog.text
+    assert "ending the call" in caplog.text
