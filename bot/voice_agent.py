@@ -307,13 +307,16 @@ def build_worker(
     persona, prompt = persona_for(info)
     stt = DeepgramSTTService(api_key=keys.deepgram, base_url=keys.deepgram_base_url)
     llm = OpenAILLMService(api_key=keys.openai, base_url=keys.openai_base_url or None,
-                           settings=OpenAILLMService.Settings(model=keys.openai_model))
+                           settings=OpenAILLMService.Settings(model=keys.openai_model,
+                                                              system_instruction=prompt))
     tts_args: dict[str, Any] = {"url": keys.cartesia_url} if keys.cartesia_url else {}
     tts = CartesiaTTSService(api_key=keys.cartesia,
                              settings=CartesiaTTSService.Settings(voice=keys.cartesia_voice),
                              **tts_args)
     control = CallControl(info.call_id, stt=stt, llm=llm, tts=tts)
-    context = LLMContext(messages=[{"role": "system", "content": prompt}])
+    # The persona's prompt is the service's system instruction (Pipecat >= 1.9 deprecates
+    # carrying it as the context's first message); the context holds the conversation.
+    context = LLMContext()
     aggregators = LLMContextAggregatorPair(
         context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
     )
@@ -335,7 +338,9 @@ def build_worker(
     worker = PipelineWorker(pipeline, **args)
 
     async def greet(_transport: Any, _call: Any) -> None:
-        context.add_message({"role": "system", "content": persona.greeting})
+        # An instruction from the application, not words of the caller: OpenAI's
+        # "developer" role.
+        context.add_message({"role": "developer", "content": persona.greeting})
         await worker.queue_frames([LLMRunFrame()])
 
     async def failed(_worker: PipelineWorker, error: ErrorFrame) -> None:

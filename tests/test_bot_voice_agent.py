@@ -109,11 +109,11 @@ def test_the_pipeline_is_the_guides_and_builds_offline(agent: ModuleType) -> Non
     # In at the call's rate (no resampling in Pipecat), out at the wire rate.
     assert worker.params.audio_in_sample_rate == call.sample_rate
     assert worker.params.audio_out_sample_rate == call.info.outbound_format.sample_rate
-    # The persona's prompt is the context's system message, and the greeting is
-    # triggered when the call connects.
-    user = inner.processors[4]
-    messages = user.context.get_messages()
-    assert messages[0]["role"] == "system"
-    assert messages[0]["content"].startswith(agent.PERSONAS["survey"].system_prompt)
-    assert "Grace" in messages[0]["content"]
+    # The persona's prompt is the LLM's system instruction, the context starts empty,
+    # and the greeting is triggered when the call connects.
+    llm = inner.processors[5]
+    prompt = llm._settings.system_instruction
+    assert prompt.startswith(agent.PERSONAS["survey"].system_prompt)
+    assert "Grace" in prompt
+    assert inner.processors[4].context.get_messages() == []
     assert transport._event_handlers["on_client_connected"].handlers

@@ -120,9 +120,10 @@ class Conversation:
         return call
 
     def requests(self) -> list[list[tuple[str, str]]]:
-        """(role, content) of each LLM request's conversation, first attempts only."""
+        """(role, content) of each LLM request's conversation (without the system prompt
+        and the greeting instruction), first attempts only."""
         return [[(m["role"], m["content"]) for m in r["body"]["messages"]
-                 if m["role"] != "system"]
+                 if m["role"] not in ("system", "developer")]
                 for r in self.services.llm_requests if r["attempt"] == 0]
 
 
@@ -163,7 +164,11 @@ async def test_a_two_turn_conversation(conversation: Conversation) -> None:
     assert heard_replies(call.recording) == [2, 4, 3]
     # Each reply came after the caller's words ended: two turn latencies measured.
     assert len(call.latencies_ms) == 2 and min(call.latencies_ms) > 0
-    # The LLM saw each transcript in turn, and its earlier replies in full.
+    # The LLM got the persona's prompt first, then the greeting instruction; then each
+    # transcript in turn, and its earlier replies in full.
+    first = conversation.services.llm_requests[0]["body"]["messages"]
+    assert [m["role"] for m in first] == ["system", "developer"]
+    assert first[0]["content"].startswith(conversation.agent.PERSONAS["general"].system_prompt)
     assert conversation.requests() == [
         [],
         [("assistant", GREETING), ("user", "Can you hear me?")],
