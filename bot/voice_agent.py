@@ -26,7 +26,8 @@ What a phone call needs beyond the guide's pipeline (:class:`CallControl`):
   the call goes on; the speech-to-text socket dropping is logged as such, Deepgram's
   service reconnects by itself, and the call goes on. A service that can no longer work
   at all (rejected key, given up reconnecting) gets an apology and a goodbye, and the
-  call ends. Each case is one log line naming the call and what the bot decided.
+  call ends (without words when it is the TTS). Each case is one log line naming the
+  call and what the bot decided.
 """
 
 from __future__ import annotations
@@ -263,12 +264,15 @@ class CallControl(FrameProcessor):
         if service is None:
             log.warning("[call %s] pipeline error: %s", self._call_id, error.error)
             return
-        if source is not None and not source.is_usable:
+        if source is self._tts and not source.is_usable:
+            log.error("[call %s] text-to-speech is out of order (%s): ending the call, "
+                      "nothing can be said", self._call_id, error.error)
+            self._leaving = True
+            await self.push_frame(EndWorkerFrame(reason="text-to-speech out of order"))
+        elif source is not None and not source.is_usable:
             log.error("[call %s] %s is out of order (%s): apologising and ending the call",
                       self._call_id, service, error.error)
-            # Nothing may be playing (a TTS out of order cannot speak): the EndFrame
-            # behind the words still ends the call.
-            await self._leave(OUT_OF_ORDER, interrupt=source is not self._tts)
+            await self._leave(OUT_OF_ORDER, interrupt=True)
         elif source is self._llm:
             log.warning("[call %s] the LLM failed this turn (%s): apologising, the call goes on",
                         self._call_id, error.error)

@@ -305,3 +305,21 @@ async def test_an_stt_that_cannot_come_back_ends_the_call_cleanly(
     assert "speech-to-text connection failed" in caplog.text
     assert "speech-to-text is out of order" in caplog.text
     assert "ending the call" in caplog.text
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("conversation", [script()], indirect=True)
+async def test_a_tts_that_rejects_the_key_ends_the_call_at_once(
+    conversation: Conversation, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.voice_agent")
+    monkeypatch.setenv("CARTESIA_API_KEY", "ca-revoked")  # read by each call
+    call = await conversation.call(6.0, speak_at=(1.2,))
+    # Nothing can be said, so nothing is heard, and the call does not linger silent.
+    assert heard_words(call.recording) == []
+    assert call.end == "server_closed" and call.close_code == 1000
+    assert call.duration_s < 5.0
+    assert "text-to-speech is out of order" in caplog.text
+    assert conversation.services.problems == ["cartesia: bad X-API-Key"]
+    conversation.services.problems.clear()  # the refusal was the point
