@@ -353,8 +353,12 @@ def build_worker(
     async def finished(_worker: PipelineWorker, _frame: Any) -> None:
         # Pipecat never closes the OpenAI client it made for the service: its pooled
         # keep-alive connection (no expiry) would stay open after the call until the
-        # garbage collector found it, one socket per call.
-        await llm._client.close()
+        # garbage collector found it, one socket per call. A private attribute: if a
+        # Pipecat release renames it, the call still ends (and the socket waits for
+        # the collector, as before).
+        client = getattr(llm, "_client", None)
+        if client is not None:
+            await client.close()
 
     transport.add_event_handler("on_client_connected", greet)
     worker.add_event_handler("on_pipeline_error", failed)
