@@ -135,8 +135,10 @@ def test_a_clear_resolves_everything_at_once() -> None:
     for c in [c for c in session.poll(0.06)[0] if isinstance(c, SendMark)]:
         session.receive_event(MarkPlayed(c.name), 0.07)
     assert session.played_s == pytest.approx(0.05)
-    # A second clear with nothing playing stays harmless.
-    assert session.clear(0.1) == [ClearAudio()]
+    # A second clear with nothing playing cuts nothing: no message for the provider
+    # (Pipecat interrupts at every user turn, speaking or not).
+    assert session.clear(0.1) == []
+    assert session.stats.clears_skipped == 1
     assert session.poll(0.1) == ([], [])
 
 

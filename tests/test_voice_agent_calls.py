@@ -162,6 +162,9 @@ async def test_a_two_turn_conversation(conversation: Conversation) -> None:
     assert call.end == "completed" and call.close_code == 1000
     # The caller heard the greeting, then one reply after each of its turns, whole.
     assert heard_replies(call.recording) == [2, 4, 3]
+    # Pipecat interrupts at the start of every user turn; nothing was playing then (the
+    # caller spoke after each reply), so no clear reached the provider.
+    assert call.clears == 0
     # Each reply came after the caller's words ended: two turn latencies measured.
     assert len(call.latencies_ms) == 2 and min(call.latencies_ms) > 0
     # The LLM got the persona's prompt first, then the greeting instruction; then each

@@ -617,10 +617,19 @@ class CallSession:
     def clear(self, now: float) -> list[Command]:
         """Interrupt: ``ClearAudio``, drop queued audio, resolve pending marks as cut.
 
+        Nothing (no command) when the caller has heard everything the bot sent
+        (:attr:`all_played`): there is nothing to cut.
+
         The ``PlayoutStopped(played_s, cut=True)`` of the interrupted utterance comes
         out of the next :meth:`poll` (``next_deadline()`` is then ``now``).
         """
         if self._ended:
+            return []
+        if self.all_played:
+            # Nothing left that the caller could still hear (every mark echoed, nothing
+            # queued or converting): a clear would cut nothing. Pipecat interrupts at
+            # every user turn's start, speaking or not; that is not a message each.
+            self.stats.clears_skipped += 1
             return []
         self._out_work.clear()
         self._out_work_s = 0.0

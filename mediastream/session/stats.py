@@ -53,6 +53,8 @@ class SessionStats:
     #: Marks resolved as cut by a clear (echoes that follow are not counted as played).
     marks_cut: int = 0
     clears: int = 0
+    #: Clears asked for when the caller had heard everything: no ClearAudio was sent.
+    clears_skipped: int = 0
     #: Seconds from the last clear until the provider confirmed it (first echo of a cut
     #: or probe mark; Plivo ``clearedAudio``). ``None`` until measured.
     clear_to_silence_s: float | None = None
