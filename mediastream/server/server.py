@@ -73,8 +73,9 @@ CLOSE_GRACE_S: Final = 1.0
 
 #: The resampling batcher batches while its turns average at least this many frames
 #: per product, and converts at once below (mediastream.session.batch): with
-#: ``make bench ARGS=server`` the two cost the same at about 2.5 (30-40 calls here).
-BATCH_FROM: Final = 2.5
+#: ``make bench ARGS=server`` converting at once was cheaper at 10-20 calls (1.4-1.9 frames
+#: per product), the two cost the same at 50 (3.4), batching was cheaper at 100 (5.7).
+BATCH_FROM: Final = 3.0
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:

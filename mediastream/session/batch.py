@@ -16,7 +16,7 @@ direction, whether or not anything is batched:
   which in a busy server run with cold caches: batching pays those calls once per
   group. The results are bit-identical to the per-stream calls; a step waits at most
   for the rest of its loop turn.
-* ``ResampleBatcher(defer=loop.call_soon, batch_from=2.5)`` (what the server builds, one
+* ``ResampleBatcher(defer=loop.call_soon, batch_from=3.0)`` (what the server builds, one
   per event loop) batches only while it pays. Waiting for the end of the turn costs
   something per step (the callback, the groups, the hand-back), and a product of one
   or two frames saves less than that: at 10-20 calls a turn holds 1-2 frames per group,
@@ -24,7 +24,7 @@ direction, whether or not anything is batched:
   of the turns it batches (a moving average); while that falls below ``batch_from`` it
   converts steps at once, and every ``probe_every`` steps it batches one turn again to
   see whether the load has grown. Measured with ``make bench ARGS=server``: converting
-  at once is the cheaper of the two up to ~30 calls, batching above.
+  at once is the cheaper of the two up to ~40 calls, batching above.
 
 Order: a stream has at most one step out (its session queues the rest), and results are
 delivered in the order they were produced, from one queue, so a flush started from
