@@ -12,6 +12,8 @@ other core (``--client-core``). Stacks:
 * ``ms-8k`` -- ``mediastream serve --bot echo --bot-sample-rate 8000``: the full path
   (protocol, μ-law decode, bot task, encode, pacer, marks, metrics) without resampling.
 * ``ms-16k`` -- the same with the default 16 kHz bot rate: both resamplers run.
+* ``asgi-8k`` -- ``ms-8k`` mounted in a FastAPI app under uvicorn (:mod:`bench.asgi_server`,
+  :mod:`mediastream.asgi`): the same protocol, session and bot; uvicorn's WebSocket.
 * with ``--baseline REF`` (a git commit, tag or branch), ``ms-8k@REF`` and ``ms-16k@REF``
   (those of them ``--only`` keeps) too: the same commands run from a checkout of REF (a
   temporary ``git worktree``), so a change is measured against what came before it in
@@ -83,6 +85,9 @@ STACKS = (
     Stack("ms-16k", ("-m", "mediastream", "serve", "--bot", "echo", "--bot-sample-rate", "16000",
                      "--max-calls", "5000", "--log-level", "WARNING", "--port", "{port}"),
           "/ws/twilio"),
+    # ms-8k mounted in FastAPI under uvicorn (mediastream.asgi): only the socket differs.
+    Stack("asgi-8k", ("-m", "bench.asgi_server", "--bot-sample-rate", "8000", "--port", "{port}"),
+          "/telephony/ws/twilio"),
 )
 
 #: Per stack: audible p50/p99, arrival p50, lost ms per call, jitter, CPU %, send lag p99.

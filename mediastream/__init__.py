@@ -26,6 +26,7 @@ _EXPORTS = {
     "CallInfo": "mediastream.protocols.events",
     "Config": "mediastream.config",
     "MediaStreamServer": "mediastream.server",
+    "asgi_app": "mediastream.asgi",
     "load_bot": "mediastream.agents",
     "mount": "mediastream.server",
     "run_calls": "mediastream.caller",
@@ -39,6 +40,7 @@ __all__ = [
     "CallInfo",
     "Config",
     "MediaStreamServer",
+    "asgi_app",
     "load_bot",
     "mount",
     "run_calls",
@@ -47,6 +49,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from mediastream.agents import AgentRegistry, load_bot
+    from mediastream.asgi import asgi_app
     from mediastream.call import BotRunner, Call
     from mediastream.caller import run_calls
     from mediastream.config import Config

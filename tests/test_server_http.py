@@ -276,3 +276,29 @@ async def test_tls_on_the_port_itself(tmp_path: Path) -> None:
             assert not (await reader.read()).startswith(b"HTTP/1.1 200")
         writer.close()
         await writer.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_mount_with_control_routes_needs_to_know_where_the_media_goes() -> None:
+    async with MediaStreamServer(server_config(), bot=echo_bot) as server:
+        with pytest.raises(ValueError, match="public_url") as refused:
+            mount(web.Application(), server)
+        assert "control=False" in str(refused.value)
+    public = server_config(public_url="https://media.example.com")
+    async with MediaStreamServer(public, bot=echo_bot) as server:
+        app = web.Application()
+        mount(app, server)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(f"http://127.0.0.1:{port}/twilio", data={"CallSid": "CA1"}) as r,
+            ):
+                assert r.status == 200
+                assert 'url="wss://media.example.com/ws/twilio"' in await r.text()
+        finally:
+            await runner.cleanup()

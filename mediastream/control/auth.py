@@ -276,13 +276,16 @@ def check_media_upgrade(
     query: Mapping[str, str],
     headers: Mapping[str, str],
     public_url: str | None,
+    mount_prefix: str = "",
 ) -> None:
     """Authenticate a media WebSocket upgrade before accepting it (refuse with 403).
 
     ``path`` is the request path (a ``?query`` suffix is allowed and used verbatim for
     Twilio's signature), ``query`` the parsed query, ``headers`` the upgrade headers (any
     case), ``public_url`` the server's idea of its public base URL when
-    ``config.public_url`` is unset (else ``None``: derived from the headers).
+    ``config.public_url`` is unset (else ``None``: derived from the headers),
+    ``mount_prefix`` the path an ASGI application serving ``path`` is mounted at (part of
+    the URL the provider signed).
 
     * Twilio (when its credentials are configured): ``X-Twilio-Signature`` must sign the
       ``wss://`` URL with no parameters.
@@ -307,6 +310,7 @@ def check_media_upgrade(
         )
         if origin is None:
             raise AuthenticationError("twilio: cannot rebuild the public URL (no Host header)")
+        origin = origin.below(mount_prefix)
         reason = _verify_twilio(config, origin.ws_urls(target), (), headers, b"")
         if reason is not None:
             raise AuthenticationError(f"twilio: media upgrade: {reason}")

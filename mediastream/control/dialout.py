@@ -44,6 +44,7 @@ from .documents import (
     texml_connect_stream,
     twiml_connect_stream,
 )
+from .requests import HttpRequest
 from .rest import ProviderAPIError
 from .urls import Origin, stream_url
 from .webhooks import (
@@ -148,7 +149,7 @@ class DialoutHandler:
         self.agents = agents
         self.clients = clients
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: HttpRequest) -> web.StreamResponse:
         """Place the call the request describes (see the module docstring)."""
         try:
             self._authorize(request)
@@ -181,7 +182,7 @@ class DialoutHandler:
         )
         return web.json_response(result, status=201)
 
-    def _authorize(self, request: web.Request) -> None:
+    def _authorize(self, request: HttpRequest) -> None:
         expected = self.config.api_token
         if not expected:
             raise RequestRefused(404, "dial-out disabled: set MEDIASTREAM_API_TOKEN to enable it")
@@ -196,7 +197,7 @@ class DialoutHandler:
             raise RequestRefused(401, "missing or wrong bearer token")
 
     @staticmethod
-    async def _json(request: web.Request, timeout: float) -> Any:
+    async def _json(request: HttpRequest, timeout: float) -> Any:
         raw = await read_body(request, MAX_DIALOUT_BODY, timeout)
         try:
             return json.loads(raw)

@@ -12,14 +12,17 @@ is seen only through :class:`~mediastream.control.webhooks.AgentLookup`.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
 from ..config import Config
 from .clients import ProviderClients
 from .dialout import DialoutHandler
+from .requests import HttpRequest
 from .webhooks import AgentLookup, ControlHandlers
 
-__all__ = ["add_control_routes", "validate_control_config"]
+__all__ = ["ControlRoute", "add_control_routes", "control_routes", "validate_control_config"]
 
 _TEXML_CODECS = ("PCMU", "PCMA")
 _CALL_CONTROL_CODECS = ("PCMU", "PCMA", "L16")
@@ -61,14 +64,17 @@ def validate_control_config(config: Config) -> None:
         raise ValueError("MEDIASTREAM_STREAM_TOKEN_TTL must be positive")
 
 
-def add_control_routes(
-    app: web.Application,
+#: A control route: HTTP method, path (below the mount), handler.
+ControlRoute = tuple[str, str, Callable[[HttpRequest], Awaitable[web.StreamResponse]]]
+
+
+def control_routes(
     *,
     config: Config,
     agents: AgentLookup | None,
     clients: ProviderClients | None,
-) -> None:
-    """Add the answer, stream-status and dial-out routes to ``app``.
+) -> list[ControlRoute]:
+    """The answer, stream-status and dial-out routes, for any server to mount.
 
     ``agents`` (the registry; ``None``: any agent name is passed on to the media
     server) and ``clients`` (``None``: dial-out and Telnyx Call Control answer 503) are
@@ -77,14 +83,30 @@ def add_control_routes(
     validate_control_config(config)
     handlers = ControlHandlers(config, agents, clients)
     dialout = DialoutHandler(config, agents, clients)
+    routes: list[ControlRoute] = []
     for provider, handler in (
         ("twilio", handlers.twilio),
         ("telnyx", handlers.telnyx),
         ("plivo", handlers.plivo),
     ):
-        app.router.add_route("GET", f"/{provider}", handler)
-        app.router.add_route("POST", f"/{provider}", handler)
-    status_path = "/{provider:twilio|telnyx|plivo}/stream-status"
-    app.router.add_route("POST", status_path, handlers.stream_status)
-    app.router.add_route("GET", status_path, handlers.stream_status)
-    app.router.add_route("POST", "/dialout", dialout.handle)
+        status = handlers.stream_status(provider)
+        routes += [
+            ("GET", f"/{provider}", handler),
+            ("POST", f"/{provider}", handler),
+            ("POST", f"/{provider}/stream-status", status),
+            ("GET", f"/{provider}/stream-status", status),
+        ]
+    routes.append(("POST", "/dialout", dialout.handle))
+    return routes
+
+
+def add_control_routes(
+    app: web.Application,
+    *,
+    config: Config,
+    agents: AgentLookup | None,
+    clients: ProviderClients | None,
+) -> None:
+    """Add the :func:`control_routes` to an aiohttp ``app``."""
+    for method, path, handler in control_routes(config=config, agents=agents, clients=clients):
+        app.router.add_route(method, path, handler)

@@ -41,6 +41,14 @@ class Origin:
     prefix: str = ""
     certain: bool = True
 
+    def below(self, mount_prefix: str) -> Origin:
+        """This origin with ``mount_prefix`` (where an ASGI app is mounted) added to its
+        path prefix: URLs built from it point into the mounted application."""
+        if not mount_prefix:
+            return self
+        return Origin(self.scheme, self.netloc, self.prefix + mount_prefix.rstrip("/"),
+                      self.certain)
+
     def http_url(self, path: str) -> str:
         """``scheme://netloc/prefix/path`` for an HTTP(S) callback path."""
         return f"{self.scheme}://{self.netloc}{self.prefix}{path}"

@@ -21,7 +21,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -41,6 +41,7 @@ from .documents import (
     texml_connect_stream,
     twiml_connect_stream,
 )
+from .requests import HttpRequest, mount_prefix
 from .rest import ProviderAPIError
 from .urls import Origin, public_origin, stream_url
 
@@ -49,6 +50,7 @@ __all__ = [
     "AgentLookup",
     "ControlHandlers",
     "RequestRefused",
+    "answer_document",
     "read_body",
     "request_origin",
     "resolve_agent",
@@ -136,7 +138,7 @@ def forwarded_parameters(query: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def request_origin(config: Config, request: web.Request, unknown: str) -> Origin:
+def request_origin(config: Config, request: HttpRequest, unknown: str) -> Origin:
     """The public origin ``request`` came to (:func:`~.urls.public_origin` with
     ``config``'s public URL and proxy trust); RequestRefused 400 ``unknown`` if untold."""
     origin = public_origin(
@@ -148,7 +150,7 @@ def request_origin(config: Config, request: web.Request, unknown: str) -> Origin
     )
     if origin is None:
         raise RequestRefused(400, unknown)
-    return origin
+    return origin.below(mount_prefix(request))
 
 
 def status_callback_url(config: Config, origin: Origin, provider: str) -> str | None:
@@ -158,7 +160,7 @@ def status_callback_url(config: Config, origin: Origin, provider: str) -> str | 
     return origin.http_url(f"/{provider}/stream-status")
 
 
-async def read_body(request: web.Request, limit: int, timeout: float | None = None) -> bytes:
+async def read_body(request: HttpRequest, limit: int, timeout: float | None = None) -> bytes:
     """The whole request body, refused with 413 beyond ``limit`` bytes and with 408 when
     it has not all arrived within ``timeout`` seconds (RFC 9110 §15.5.9).
 
@@ -218,7 +220,7 @@ class ControlHandlers:
 
     # ------------------------------------------------------------------ plumbing
 
-    async def _read(self, request: web.Request, provider: str) -> _Incoming:
+    async def _read(self, request: HttpRequest, provider: str) -> _Incoming:
         body = await read_body(request, MAX_WEBHOOK_BODY, self.config.head_timeout)
         origin = request_origin(self.config, request, "cannot tell the public URL: no Host header")
         is_json = request.content_type == "application/json"
@@ -252,19 +254,19 @@ class ControlHandlers:
 
     # ------------------------------------------------------------------- answers
 
-    async def twilio(self, request: web.Request) -> web.StreamResponse:
+    async def twilio(self, request: HttpRequest) -> web.StreamResponse:
         """Answer a Twilio incoming-call webhook with ``<Connect><Stream>`` TwiML."""
         return await self._answer(request, "twilio")
 
-    async def telnyx(self, request: web.Request) -> web.StreamResponse:
+    async def telnyx(self, request: HttpRequest) -> web.StreamResponse:
         """Answer a TeXML webhook, or handle a Call Control (JSON) webhook."""
         return await self._answer(request, "telnyx")
 
-    async def plivo(self, request: web.Request) -> web.StreamResponse:
+    async def plivo(self, request: HttpRequest) -> web.StreamResponse:
         """Answer a Plivo answer_url request with ``<Stream>`` XML."""
         return await self._answer(request, "plivo")
 
-    async def _answer(self, request: web.Request, provider: str) -> web.StreamResponse:
+    async def _answer(self, request: HttpRequest, provider: str) -> web.StreamResponse:
         try:
             incoming = await self._read(request, provider)
             if provider == "telnyx" and incoming.is_json:
@@ -310,40 +312,13 @@ class ControlHandlers:
             ordered["to"] = callee
         ordered.update(forwarded_parameters(query))
         ordered.update(params)
-        token = stream_tokens(self.config).issue(provider, call_id)
-        origin = incoming.origin
-        status = status_callback_url(self.config, origin, provider)
         logger.info(
             "%s answer call=%s agent=%s from=%s to=%s",
             provider, call_id or "-", agent or "-", caller or "-", callee or "-",
         )
-        if provider == "twilio":
-            url = stream_url(origin, "twilio", agent=agent)
-            return twiml_connect_stream(
-                url, {**ordered, "_token": token}, status_callback=status
-            )
-        if provider == "telnyx":
-            url = stream_url(origin, "telnyx", agent=agent, query={"token": token})
-            return texml_connect_stream(
-                url,
-                {**ordered, "_token": token},
-                codec=self.config.telnyx_texml_codec,
-                sample_rate=8000,
-                status_callback=status,
-            )
-        url = stream_url(origin, "plivo", agent=agent, query={"token": token, **ordered})
-        extra, dropped = plivo_extra_headers({"token": token, **ordered})
-        if dropped:
-            logger.info(
-                "plivo call=%s: parameters %s not alphanumeric or over 512 bytes: sent in the "
-                "stream URL query only", call_id or "-", ", ".join(dropped),
-            )
-        return plivo_stream(
-            url,
-            content_type=self.config.plivo_content_type,
-            extra_headers=extra,
-            status_callback=status,
-        )
+        return answer_document(
+            self.config, provider, incoming.origin, call_id=call_id, agent=agent,
+            parameters=ordered)
 
     async def _telnyx_call_control(self, incoming: _Incoming) -> web.StreamResponse:
         try:
@@ -395,9 +370,18 @@ class ControlHandlers:
 
     # -------------------------------------------------------------- stream status
 
-    async def stream_status(self, request: web.Request) -> web.StreamResponse:
-        """Log a provider's stream status callback (started, stopped, failed)."""
-        provider = request.match_info["provider"]
+    def stream_status(
+        self, provider: str
+    ) -> Callable[[HttpRequest], Awaitable[web.StreamResponse]]:
+        """The handler logging ``provider``'s stream status callbacks (started, stopped,
+        failed)."""
+
+        async def handle(request: HttpRequest) -> web.StreamResponse:
+            return await self._stream_status(request, provider)
+
+        return handle
+
+    async def _stream_status(self, request: HttpRequest, provider: str) -> web.StreamResponse:
         try:
             incoming = await self._read(request, provider)
         except RequestRefused as exc:
@@ -415,6 +399,54 @@ class ControlHandlers:
             f" error={error}" if error else "",
         )
         return web.Response(status=204)
+
+
+def answer_document(
+    config: Config,
+    provider: str,
+    origin: Origin,
+    *,
+    call_id: str | None,
+    agent: str | None = None,
+    parameters: Mapping[str, str] | None = None,
+) -> str:
+    """The answer document connecting a call to our media URL under ``origin``: TwiML
+    ``<Connect><Stream>``, TeXML, or Plivo ``<Stream>`` XML, with a fresh stream token
+    bound to ``call_id`` (``None``: unbound, single use) and the custom ``parameters``.
+
+    What the webhook routes answer; an application's own answer endpoint can return it
+    too (:meth:`mediastream.asgi.MediaStreamASGI.answer`).
+    """
+    ordered = dict(parameters or {})
+    token = stream_tokens(config).issue(provider, call_id)
+    status = status_callback_url(config, origin, provider)
+    if provider == "twilio":
+        url = stream_url(origin, "twilio", agent=agent)
+        return twiml_connect_stream(url, {**ordered, "_token": token}, status_callback=status)
+    if provider == "telnyx":
+        url = stream_url(origin, "telnyx", agent=agent, query={"token": token})
+        return texml_connect_stream(
+            url,
+            {**ordered, "_token": token},
+            codec=config.telnyx_texml_codec,
+            sample_rate=8000,
+            status_callback=status,
+        )
+    if provider != "plivo":
+        raise ValueError(f"unknown provider {provider!r}: twilio, telnyx or plivo")
+    url = stream_url(origin, "plivo", agent=agent, query={"token": token, **ordered})
+    extra, dropped = plivo_extra_headers({"token": token, **ordered})
+    if dropped:
+        logger.info(
+            "plivo call=%s: parameters %s not alphanumeric or over 512 bytes: sent in the "
+            "stream URL query only", call_id or "-", ", ".join(dropped),
+        )
+    return plivo_stream(
+        url,
+        content_type=config.plivo_content_type,
+        extra_headers=extra,
+        status_callback=status,
+    )
 
 
 def _call_id(provider: str, fields: Mapping[str, str]) -> str | None:

@@ -39,14 +39,13 @@ from mediastream.protocols.events import (
 from mediastream.session import CallSession
 
 from .ending import DISCONNECTED, SHUTDOWN, STOPPED, Ending
-from .host import CallHost, SocketClosed
+from .host import CallHost, CallSocket, SocketClosed
 from .live import LiveCall
 from .log import CallLogger, log_call_end
 from .metrics import StatsSync
 from .reader import InboundReader
 from .start import Started, StartPhase
 from .supervisor import BotSupervisor
-from .websocket import MediaSocket
 from .writer import OutboundWriter
 
 __all__ = ["MediaConnection"]
@@ -60,7 +59,7 @@ HANGUP_TIMEOUT_S: Final = 5.0
 class MediaConnection:
     """One upgraded media WebSocket and its call (see the module docstring)."""
 
-    def __init__(self, host: CallHost, socket: MediaSocket, headers: Mapping[str, str]) -> None:
+    def __init__(self, host: CallHost, socket: CallSocket, headers: Mapping[str, str]) -> None:
         self._host = host
         self._config = config = host.config
         self._socket = socket

@@ -32,16 +32,18 @@ from mediastream.control.auth import (
     check_stream_start as _check_stream_start,
 )
 from mediastream.control.clients import ProviderClients
-from mediastream.control.routes import add_control_routes
+from mediastream.control.routes import ControlRoute, add_control_routes, control_routes
 from mediastream.protocols.base import MediaStreamProtocol
 from mediastream.protocols.events import CallInfo
 
 __all__ = [
+    "ControlRoute",
     "add_routes",
     "check_media_upgrade",
     "check_stream_start",
     "hangup",
     "public_call_info",
+    "routes",
     "start",
     "stop",
 ]
@@ -68,10 +70,16 @@ async def stop(clients: ProviderClients | None) -> None:
 
 
 def check_media_upgrade(
-    config: Config, *, path: str, query: Mapping[str, str], headers: Mapping[str, str]
+    config: Config,
+    *,
+    path: str,
+    query: Mapping[str, str],
+    headers: Mapping[str, str],
+    mount_prefix: str = "",
 ) -> None:
     """Before the upgrade: raises AuthenticationError (the server answers 403)."""
-    _check_media_upgrade(config, path=path, query=query, headers=headers, public_url=None)
+    _check_media_upgrade(config, path=path, query=query, headers=headers, public_url=None,
+                         mount_prefix=mount_prefix)
 
 
 def check_stream_start(
@@ -118,3 +126,10 @@ def add_routes(
 ) -> None:
     """Mount the webhook and REST control routes (ValueError for a bad control setting)."""
     add_control_routes(app, config=config, agents=agents, clients=clients)
+
+
+def routes(
+    config: Config, agents: AgentRegistry, clients: ProviderClients | None
+) -> list[ControlRoute]:
+    """The webhook and REST control routes as (method, path, handler), for an ASGI app."""
+    return control_routes(config=config, agents=agents, clients=clients)

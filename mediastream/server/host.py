@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+from uuid import UUID
 
 from aiohttp import web
 
@@ -22,7 +23,10 @@ from mediastream.session import ResampleBatcher
 
 from .metrics import ServerMetrics
 
-__all__ = ["CallHost", "ServerState", "SocketClosed", "SocketHandler"]
+if TYPE_CHECKING:
+    from .routes import MediaRoute
+
+__all__ = ["CallHost", "CallSocket", "ServerState", "SocketClosed", "SocketHandler"]
 
 
 class _Server(Protocol):
@@ -93,6 +97,52 @@ class SocketHandler(Protocol):
 
     def on_writable(self) -> None:
         """The write buffer drained below its low-water mark: sending may go on."""
+
+
+class CallSocket(Protocol):
+    """What a call's connection, reader and writer use of its WebSocket.
+
+    Two implementations: :class:`~.websocket.MediaSocket`, our own protocol on our own
+    port, and :class:`mediastream.asgi.AsgiMediaSocket`, the WebSocket of an ASGI server
+    (uvicorn ...). Everything above this line -- protocol, session, bot -- is the same
+    for both; only the socket differs.
+    """
+
+    #: Unique id (for logs before the call has one).
+    id: UUID
+    #: Where the upgrade was going (set before the connection is built).
+    route: MediaRoute | None
+    #: The upgrade request's query string.
+    query: str
+    #: The connection the socket delivers to.
+    handler: SocketHandler | None
+    #: Loop time since which sends have been over the high-water mark, or None.
+    paused_since: float | None
+
+    @property
+    def writable(self) -> bool:
+        """A send now goes out at once (open, under the high-water mark)."""
+
+    def hold(self) -> None:
+        """Deliver nothing more until :meth:`release` (what arrives waits, in order)."""
+
+    def release(self) -> None:
+        """Go on delivering what waits, in order."""
+
+    def send_texts(self, messages: list[str]) -> bool:
+        """Send text messages now, in order; False (nothing sent) when not open."""
+
+    async def drain(self) -> None:
+        """Wait until the sends are below the high-water mark (or the socket is gone)."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake with ``code`` and ``reason``."""
+
+    def abort(self) -> None:
+        """Drop the connection at once."""
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is gone (bounded by the close timeout)."""
 
 
 @dataclass(frozen=True, slots=True)

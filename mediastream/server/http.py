@@ -21,7 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from .host import ServerState
 from .routes import MEDIA_PREFIX, parse_media_path
 
-__all__ = ["HTTP_LOGGER", "mount", "mount_media_fallback"]
+__all__ = ["HTTP_LOGGER", "add_routes", "health", "metrics", "mount", "mount_media_fallback"]
 
 #: aiohttp's logger for the plain-HTTP side (requests it cannot parse are INFO here).
 HTTP_LOGGER = logging.getLogger("mediastream.server.http")
@@ -49,11 +49,29 @@ HTTP_LOGGER.addFilter(_PeerErrorFilter())
 
 
 def mount(app: web.Application, server: ServerState, *, control: bool = True) -> None:
-    """Add ``/healthz``, ``/metrics`` and (``control=True``) the webhook/control routes.
+    """Add ``/healthz``, ``/metrics`` and (``control=True``) the webhook/control routes
+    to an aiohttp ``app`` you serve yourself, on a port of your own.
 
     Call it before ``app`` starts (aiohttp freezes the router then). The routes read
     ``server``'s live state, so the server should be running while ``app`` serves.
+
+    The answer documents must send the media to ``server``'s port, not ``app``'s (which
+    has no media routes): with ``control=True`` the server's ``public_url`` must say
+    where that is, else ``ValueError`` names the ways out.
     """
+    if control and not server.config.public_url:
+        raise ValueError(
+            "mount(app, server): answer documents built from this app's requests would "
+            "send the media to this app's port, which has no media routes. Set "
+            "Config(public_url=...) (MEDIASTREAM_PUBLIC_URL) to the URL the media server "
+            "is reached at, or pass app= to MediaStreamServer to serve your app on its "
+            "port, or mount(app, server, control=False) for /healthz and /metrics only; "
+            "an ASGI app can mount mediastream.asgi.asgi_app() instead")
+    add_routes(app, server, control=control)
+
+
+def add_routes(app: web.Application, server: ServerState, *, control: bool = True) -> None:
+    """:func:`mount` without the check: the server's own app (media on the same port)."""
     app[SERVER_KEY] = server
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
@@ -67,8 +85,8 @@ def mount_media_fallback(app: web.Application) -> None:
     app.router.add_route("*", MEDIA_PREFIX + "/{tail:.*}", _upgrade_required)
 
 
-async def _healthz(request: web.Request) -> web.Response:
-    server = request.app[SERVER_KEY]
+def health(server: ServerState) -> web.Response:
+    """The ``/healthz`` answer for ``server`` (also served by :mod:`mediastream.asgi`)."""
     body = {
         "status": "draining" if server.draining else "ok",
         "calls": server.active_calls,
@@ -77,10 +95,19 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=503 if server.draining else 200)
 
 
-async def _metrics(request: web.Request) -> web.Response:
-    body, content_type = request.app[SERVER_KEY].metrics.render()
+def metrics(server: ServerState) -> web.Response:
+    """The ``/metrics`` answer for ``server`` (Prometheus exposition)."""
+    body, content_type = server.metrics.render()
     # Content-Type carries parameters (version, charset): set the header verbatim.
     return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return health(request.app[SERVER_KEY])
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return metrics(request.app[SERVER_KEY])
 
 
 async def _upgrade_required(request: web.Request) -> web.Response:

@@ -21,10 +21,10 @@ from mediastream.protocols.base import MediaStreamProtocol
 from mediastream.protocols.events import AudioCleared, MarkPlayed, StreamStopped
 from mediastream.session import CallSession
 
+from .host import CallSocket
 from .live import LiveCall
 from .log import CallLogger
 from .metrics import StatsSync
-from .websocket import MediaSocket
 
 __all__ = ["InboundReader"]
 
@@ -50,7 +50,7 @@ class InboundReader:
 
     def __init__(
         self,
-        socket: MediaSocket,
+        socket: CallSocket,
         protocol: MediaStreamProtocol,
         session: CallSession,
         call: LiveCall,

@@ -53,7 +53,8 @@ from mediastream.session import ResampleBatcher
 
 from . import control
 from .connection import HANGUP_TIMEOUT_S, MediaConnection
-from .http import HTTP_LOGGER, mount, mount_media_fallback
+from .host import CallSocket
+from .http import HTTP_LOGGER, add_routes, mount_media_fallback
 from .listener import Listener
 from .metrics import ServerMetrics
 from .upgrade import answer_upgrade, request_headers
@@ -177,6 +178,11 @@ class MediaStreamServer:
         return len(self._connections)
 
     @property
+    def started(self) -> bool:
+        """True once :meth:`start` ran (with or without a port)."""
+        return self._tick is not None
+
+    @property
     def draining(self) -> bool:
         """True once shutdown began."""
         return self._draining
@@ -195,25 +201,33 @@ class MediaStreamServer:
     ) -> None:
         await self.aclose()
 
-    async def start(self) -> None:
-        """Bind, set up the HTTP app and the control plane, start accepting."""
-        if self._listener is not None:
+    async def start(self, *, listen: bool = True) -> None:
+        """Bind, set up the HTTP app and the control plane, start accepting.
+
+        ``listen=False``: everything but the port (the control plane's clients, the
+        batcher, the periodic checks); sockets come from elsewhere through
+        :meth:`open_connection` (:mod:`mediastream.asgi`).
+        """
+        if self._listener is not None or self._tick is not None:
             raise RuntimeError("the server is already started")
         try:
-            await self._start()
+            await self._start(listen)
         except BaseException:
             await self._cleanup_failed_start()
             raise
 
-    async def _start(self) -> None:
+    async def _start(self, listen: bool) -> None:
         config = self._config
         loop = asyncio.get_running_loop()
         self._batcher = ResampleBatcher(
             loop.call_soon if config.batch_resampling else None, batch_from=BATCH_FROM)
         self._metrics.add_scrape_hook(self._sync_batches)
         self._clients = await control.start(config)
+        self._tick = asyncio.create_task(self._housekeeping(), name="mediastream-tick")
+        if not listen:
+            return
         app = self._app if self._app is not None else web.Application()
-        mount(app, self)
+        add_routes(app, self)
         mount_media_fallback(app)
         self._runner = web.AppRunner(
             app,
@@ -233,7 +247,6 @@ class MediaStreamServer:
             reuse_port=self._reuse_port)
         await self._listener.start()
         self._port = int(self.sockets[0].getsockname()[1])
-        self._tick = asyncio.create_task(self._housekeeping(), name="mediastream-tick")
         logger.info(
             "listening on %s (media: /ws, /ws/{twilio,telnyx,plivo}[/<agent>]; bot agents: %s)",
             ", ".join(_address(s) for s in self.sockets),
@@ -322,7 +335,12 @@ class MediaStreamServer:
 
     def _on_open(self, media: MediaSocket) -> None:
         assert media.request is not None
-        connection = MediaConnection(self, media, request_headers(media.request.headers))
+        self.open_connection(media, request_headers(media.request.headers))
+
+    def open_connection(self, socket: CallSocket, headers: Mapping[str, str]) -> None:
+        """A media WebSocket was accepted (``socket.route`` set): run its call as one of
+        this server's (capacity, metrics, drain); ``headers`` are the upgrade's."""
+        connection = MediaConnection(self, socket, headers)
         self._connections.add(connection)
         task = asyncio.get_running_loop().create_task(self._run(connection))
         self._tasks.add(task)
@@ -372,6 +390,10 @@ class MediaStreamServer:
     def add_control_routes(self, app: web.Application) -> None:
         """Mount the control plane's webhook and REST routes on ``app``."""
         control.add_routes(app, self._config, self._agents, self._clients)
+
+    def control_routes(self) -> list[control.ControlRoute]:
+        """The same routes as (method, path, handler), for :mod:`mediastream.asgi`."""
+        return control.routes(self._config, self._agents, self._clients)
 
     # ------------------------------------------------------------------ tick
 

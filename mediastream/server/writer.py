@@ -24,8 +24,8 @@ from mediastream.protocols.base import MediaStreamProtocol
 from mediastream.protocols.events import Command
 from mediastream.session import CallSession
 
+from .host import CallSocket
 from .live import LiveCall
-from .websocket import MediaSocket
 
 __all__ = ["OutboundWriter"]
 
@@ -54,7 +54,7 @@ class OutboundWriter:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        socket: MediaSocket,
+        socket: CallSocket,
         protocol: MediaStreamProtocol,
         session: CallSession,
         call: LiveCall,
