@@ -160,3 +160,24 @@ async def test_workers_share_one_port_and_one_metrics_view() -> None:
             server.process.kill()
             await server.process.wait()
     assert code == 0, "".join(server.lines)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_a_port_in_use_is_one_line_and_exit_1(workers: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = await _spawn("--host", "127.0.0.1", "--port", str(port), "--bot", "echo",
+                              "--workers", workers)
+        try:
+            code = await asyncio.wait_for(server.finish(), scaled(30))
+        finally:
+            if server.process.returncode is None:
+                server.process.kill()
+                await server.process.wait()
+    text = "".join(server.lines)
+    assert code == 1, text
+    assert f"mediastream serve: cannot listen on 127.0.0.1:{port}" in text
+    assert "Traceback" not in text and "restarting" not in text

@@ -26,6 +26,7 @@ import multiprocessing.connection
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -40,6 +41,8 @@ __all__ = ["run_workers"]
 logger = logging.getLogger(__name__)
 
 _RESTART_DELAY_S = 1.0
+#: A worker's exit code when its port is taken (not restarted).
+_CANNOT_LISTEN = 3
 
 
 def _worker_main(config: Config, index: int, log_level: int) -> None:
@@ -54,7 +57,35 @@ def _worker_main(config: Config, index: int, log_level: int) -> None:
 
     from .serve import serve
 
-    asyncio.run(serve(config, registry_from_config(config), reuse_port=True))
+    try:
+        asyncio.run(serve(config, registry_from_config(config), reuse_port=True))
+    except OSError as exc:
+        # The port went to someone else between the supervisor's check and now: one
+        # line, and an exit code that tells the supervisor not to restart us.
+        print(_cannot_listen(config, exc), file=sys.stderr)
+        sys.exit(_CANNOT_LISTEN)
+
+
+def _cannot_listen(config: Config, exc: OSError) -> str:
+    """The line a single process prints when its port is taken (server/cli.py)."""
+    return f"mediastream serve: cannot listen on {config.host}:{config.port}: {exc}"
+
+
+def _check_port(config: Config) -> OSError | None:
+    """Bind the port once, as the workers will (``SO_REUSEPORT``): a port already taken
+    is one line now, not workers restarting for ever with tracebacks."""
+    try:
+        infos = socket.getaddrinfo(config.host or None, config.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in infos:
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if hasattr(socket, "SO_REUSEPORT"):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind(address)
+    except OSError as exc:
+        return exc
+    return None
 
 
 def run_workers(config: Config) -> int:
@@ -70,6 +101,10 @@ def run_workers(config: Config) -> int:
     except BotLoadError as exc:
         print(f"mediastream serve: {exc}", file=sys.stderr)
         return 2
+    taken = _check_port(config)
+    if taken is not None:
+        print(_cannot_listen(config, taken), file=sys.stderr)
+        return 1
     metrics_dir = tempfile.mkdtemp(prefix="mediastream-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     worker_config = config.with_overrides(workers=1, metrics_multiproc_dir=metrics_dir)
@@ -94,6 +129,7 @@ def run_workers(config: Config) -> int:
 
     workers: dict[int, BaseProcess] = {}
     forwarded = 0
+    code = 0
     try:
         for index in range(count):
             workers[index] = start(index)
@@ -112,7 +148,10 @@ def run_workers(config: Config) -> int:
                     continue
                 _mark_dead(process, metrics_dir)
                 del workers[index]
-                if not signals_seen:
+                if process.exitcode == _CANNOT_LISTEN:
+                    code = 1  # it said why; restarting would say it again, for ever
+                    signals_seen.append(signal.SIGTERM)
+                elif not signals_seen:
                     logger.error(
                         "worker %d exited unexpectedly (code %s); restarting",
                         index,
@@ -120,7 +159,7 @@ def run_workers(config: Config) -> int:
                     )
                     time.sleep(_RESTART_DELAY_S)
                     workers[index] = start(index)
-        return 0
+        return code
     finally:
         for process in workers.values():
             if process.is_alive() and process.pid is not None:
