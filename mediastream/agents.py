@@ -26,7 +26,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ __all__ = [
     "AgentRegistry",
     "BotLoadError",
     "UnknownAgentError",
+    "as_bot_runner",
     "load_bot",
     "parse_agent_option",
     "registry_from_config",
@@ -82,6 +85,15 @@ def load_bot(spec: str) -> BotRunner:
     return _as_runner(function, spec)
 
 
+def _on_path(folder: str) -> None:
+    """Put ``folder`` first on ``sys.path`` unless it is there: Python does so for the
+    script's folder (``python file.py``) and the working directory (``python -m``), but
+    not for the folder of a bot file, nor for the working directory under the
+    ``mediastream`` console script."""
+    if folder not in sys.path and not (folder == os.getcwd() and "" in sys.path):
+        sys.path.insert(0, folder)
+
+
 def _resolve(target: str, spec: str) -> Callable[..., Any]:
     location, _, attr = _split_spec(target)
     if location.endswith(".py") or "/" in location or "\\" in location:
@@ -96,7 +108,8 @@ def _resolve(target: str, spec: str) -> Callable[..., Any]:
                 raise BotLoadError(f"bot {spec!r}: {name} is not callable")
             return function  # type: ignore[no-any-return]
     wanted = attr or " or ".join(_DEFAULT_FUNCTIONS)
-    raise BotLoadError(f"bot {spec!r}: {module.__name__} has no function {wanted}")
+    where = getattr(module, "__mediastream_file__", None) or module.__name__
+    raise BotLoadError(f"bot {spec!r}: {where} has no function {wanted}")
 
 
 def _split_spec(target: str) -> tuple[str, str, str]:
@@ -109,8 +122,11 @@ def _split_spec(target: str) -> tuple[str, str, str]:
 
 
 def _import_module(name: str, spec: str) -> Any:
+    _on_path(os.getcwd())
     try:
         return importlib.import_module(name)
+    except SyntaxError as exc:
+        raise BotLoadError(f"bot {spec!r}: {_syntax(exc)}") from exc
     except ModuleNotFoundError as exc:
         missing = exc.name or name
         if name == DEFAULT_BOT.split(":")[0] or missing in {"bot", "pipecat"}:
@@ -120,6 +136,22 @@ def _import_module(name: str, spec: str) -> Any:
                 "or run the built-in echo bot with --bot echo"
             ) from exc
         raise BotLoadError(f"bot {spec!r}: no module named {missing!r}") from exc
+    except Exception as exc:
+        raise BotLoadError(f"bot {spec!r}: importing {name} failed: {_raised(exc)}") from exc
+
+
+def _syntax(exc: SyntaxError) -> str:
+    return f"syntax error in {exc.filename or '?'} line {exc.lineno or '?'}: {exc.msg}"
+
+
+def _raised(exc: BaseException) -> str:
+    """``Type: message (file line N)`` of the innermost frame of the bot's own code."""
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "importlib" not in f.filename]
+    if ours:
+        where = f" ({ours[-1].filename} line {ours[-1].lineno})"
+    return f"{type(exc).__name__}: {exc}{where}"
 
 
 def _import_file(path: Path, spec: str) -> Any:
@@ -132,8 +164,13 @@ def _import_file(path: Path, spec: str) -> Any:
     module = importlib.util.module_from_spec(module_spec)
     # Registered before exec so dataclasses and pickling inside the file can find it.
     sys.modules[module_name] = module
+    # Modules beside the file import as they would if it ran as a script.
+    _on_path(str(path.resolve().parent))
     try:
         module_spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        del sys.modules[module_name]
+        raise BotLoadError(f"bot {spec!r}: {_syntax(exc)}") from exc
     except ModuleNotFoundError as exc:
         del sys.modules[module_name]
         if exc.name in {"bot", "pipecat"}:
@@ -142,9 +179,13 @@ def _import_file(path: Path, spec: str) -> Any:
                 "(pip install 'mediastream[bot]') or pass --bot echo"
             ) from exc
         raise BotLoadError(f"bot {spec!r}: {exc}") from exc
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise BotLoadError(f"bot {spec!r}: loading {path} failed: {_raised(exc)}") from exc
     except BaseException:
         del sys.modules[module_name]
         raise
+    setattr(module, "__mediastream_file__", str(path))  # noqa: B010 - for error messages
     return module
 
 
@@ -183,6 +224,21 @@ def _as_runner(function: Callable[..., Any], spec: str) -> BotRunner:
         f"bot {spec!r}: expected one argument (call) or two (transport, call), "
         f"got {arity} required positional arguments"
     )
+
+
+def as_bot_runner(bot: Any, what: str = "bot") -> BotRunner:
+    """``bot`` as a :data:`~mediastream.call.BotRunner`: a Pipecat
+    ``async def run_bot(transport, call)`` is wrapped as ``mediastream serve`` wraps it
+    (``bot.transport.pipecat_runner``); anything else is returned as it is.
+
+    So ``MediaStreamServer(bot=run_bot)`` runs a Pipecat bot instead of failing every
+    call with 1011; :class:`BotLoadError` when it needs the ``[bot]`` extra.
+    """
+    if not callable(bot):
+        raise TypeError(f"{what}: expected an async function of the call, got {bot!r}")
+    if _is_async(bot) and _positional_arity(bot) == 2:
+        return _pipecat_adapter(what)(bot)
+    return bot  # type: ignore[no-any-return]
 
 
 def _pipecat_adapter(spec: str) -> Callable[[Callable[..., Any]], BotRunner]:
@@ -225,7 +281,8 @@ class AgentRegistry:
         default: BotRunner | None = None,
         agents: Mapping[str, BotRunner] | Iterable[tuple[str, BotRunner]] = (),
     ) -> None:
-        self.default: BotRunner | None = default
+        self.default: BotRunner | None = (
+            None if default is None else as_bot_runner(default, "the default bot"))
         self._agents: dict[str, BotRunner] = {}
         items = agents.items() if isinstance(agents, Mapping) else agents
         for name, runner in items:
@@ -251,7 +308,7 @@ class AgentRegistry:
         """Register ``runner`` under ``name`` (letters, digits, ``-``, ``_``)."""
         if not _valid_agent_name(name):
             raise ValueError(f"agent name {name!r}: use letters, digits, '-' and '_'")
-        self._agents[name] = runner
+        self._agents[name] = as_bot_runner(runner, f"agent {name!r}")
 
     @property
     def names(self) -> tuple[str, ...]:

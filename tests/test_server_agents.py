@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _util_server import FakeProvider, RecordingBot, running_server
+from _util_server import FakeProvider, RecordingBot, running_server, ulaw_payload
 
 from mediastream.agents import (
     AgentRegistry,
@@ -147,3 +147,70 @@ async def test_calls_reach_the_agent_they_name(
             await fake.send(fake.stop())
             assert (await fake.closed())[0] == 1000
     assert [name for name, bot in bots.items() if bot.calls] == [expected]
+
+
+def test_a_bot_file_imports_the_modules_beside_it(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    (tmp_path / "greetings_beside.py").write_text("HELLO = 'hi'\n")
+    path = tmp_path / "mybot_beside.py"
+    path.write_text("from greetings_beside import HELLO\n\nasync def bot(call):\n    pass\n")
+    assert load_bot(str(path)).__name__ == "bot"
+
+
+def test_a_module_spec_is_found_in_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The `mediastream` console script, unlike `python -m`, has no working directory on
+    # sys.path: the README's --agent support=mybots.support must work with both.
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mybots_cwd").mkdir()
+    (tmp_path / "mybots_cwd" / "support.py").write_text("async def run_bot(call):\n    pass\n")
+    assert load_bot("mybots_cwd.support").__name__ == "run_bot"
+
+
+def test_load_errors_name_the_file_and_line_or_function(tmp_path: Path) -> None:
+    broken = tmp_path / "broken_bot.py"
+    broken.write_text("async def bot(call):\n    return (\n")
+    with pytest.raises(BotLoadError, match=r"syntax error in .*broken_bot\.py line 2") as e:
+        load_bot(str(broken))
+    assert "\n" not in str(e.value)
+    raising = tmp_path / "raising_bot.py"
+    raising.write_text("import os\nraise RuntimeError('no config')\n")
+    with pytest.raises(BotLoadError,
+                       match=r"RuntimeError: no config \(.*raising_bot\.py line 2\)"):
+        load_bot(str(raising))
+    empty = tmp_path / "empty_bot.py"
+    empty.write_text("X = 1\n")
+    with pytest.raises(BotLoadError, match=r"empty_bot\.py has no function run_bot or bot"):
+        load_bot(str(empty))
+    (tmp_path / "broken_pkg_bot.py").write_text("def (:\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(BotLoadError, match=r"syntax error in .*broken_pkg_bot\.py line 1"):
+            load_bot("broken_pkg_bot")
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+@pytest.mark.asyncio
+async def test_a_pipecat_bot_given_to_the_server_directly_is_wrapped() -> None:
+    pytest.importorskip("pipecat")
+    from bot import echo
+
+    registry = AgentRegistry.of(echo.run_bot)  # as MediaStreamServer(bot=run_bot) does
+    assert registry.default is not None
+    assert registry.default.__qualname__ == "pipecat_runner(run_bot)"
+    async with running_server(echo.run_bot) as server:
+        fake = FakeProvider("twilio")
+        async with fake.connect(server):
+            await fake.open()
+            fake.start_pump()
+            for _ in range(10):
+                await fake.send(fake.media(ulaw_payload(1)))
+            # The echo came back: the two-argument bot ran as a Pipecat bot (it used to
+            # be called with the call alone and fail with 1011).
+            assert len(await fake.wait_audio(160)) >= 160
+            await fake.send(fake.stop())
+            code, _ = await fake.closed()
+    assert code == 1000
