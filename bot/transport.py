@@ -75,6 +75,7 @@ from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
+from bot.logs import CALL_ID, route_pipecat_logs
 from bot.tones import dtmf_tone
 from mediastream.call import (
     BotRunner,
@@ -180,10 +181,15 @@ class MediaStreamInputTransport(BaseInputTransport):
             # so the fix is in the bot's PipelineParams, not here.
             log.warning(
                 "[call %s] PipelineParams.audio_in_sample_rate=%d but the call delivers "
-                "%d Hz; set audio_in_sample_rate=transport.sample_rate",
+                "%d Hz; set audio_in_sample_rate=transport.sample_rate, or have the "
+                "server deliver %d Hz: mediastream serve --bot-sample-rate %d "
+                "(Config(bot_sample_rate=%d))",
                 self._call.info.call_id,
                 setup.audio_in_sample_rate,
                 self._call.sample_rate,
+                setup.audio_in_sample_rate,
+                setup.audio_in_sample_rate,
+                setup.audio_in_sample_rate,
             )
 
     async def start(self, frame: StartFrame) -> None:
@@ -667,7 +673,10 @@ def pipecat_runner(run_bot: PipecatBot, params: TransportParams | None = None) -
     call alone with 1011 and logs it.
     """
 
+    route_pipecat_logs()  # Pipecat's loguru lines follow --log-level, with the call id
+
     async def runner(call: Call) -> None:
+        CALL_ID.set(call.info.call_id)  # this task's context: the pipeline inherits it
         transport = MediaStreamTransport(call, params)
         try:
             await run_bot(transport, call.info)

@@ -75,11 +75,13 @@ async def test_embedding_example_serves_a_call_and_stops_on_sigterm(tmp_path: Pa
     from mediastream.caller import run_calls
 
     port = _free_port()
-    code = _block("asyncio.run(serve(Config(port=8765), parrot))")
-    code = code.replace("Config(port=8765)", f"Config(port={port})")
+    code = _block("asyncio.run(serve(config, parrot))")
+    code = code.replace("with_overrides(port=8765)", f"with_overrides(port={port})")
     script = tmp_path / "embedded.py"
     script.write_text(code, encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MEDIASTREAM_", "TWILIO_", "TELNYX_", "PLIVO_"))}
+    env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.Popen(
         [sys.executable, str(script)], cwd=tmp_path, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
