@@ -55,7 +55,7 @@ async def test_json_output_and_exit_codes(tmp_path: Path) -> None:
     assert plot.stat().st_size > 10_000
     # Over the limit: exit 1, and the human summary says why.
     assert slow == 1
-    assert "FAIL: latency p99" in out2 and "> 10 ms" in out2
+    assert "FAIL: audible latency p99" in out2 and "> 10 ms" in out2
 
 
 @pytest.mark.asyncio
@@ -91,3 +91,43 @@ async def test_sign_uses_the_token_the_server_reads() -> None:
     assert report["probes_returned"] == report["probes"] > 0
     assert missing == 2 and "no auth token for twilio" in err2
     assert telnyx == 2 and "--secret" in err3
+
+
+@pytest.mark.asyncio
+async def test_two_urls_are_compared_interleaved_in_one_plot(tmp_path: Path) -> None:
+    plot = tmp_path / "compare.png"
+    async with EchoServer(0.020) as fast, EchoServer(0.060) as slow:
+        code, out, err = await _cli(
+            fast.url("twilio"), slow.url("twilio"), "--provider", "twilio", "--calls", "2",
+            "--seconds", "1.5", "--label", "fast", "--label", "slow", "--json",
+            "--max-p99-ms", "1000", "--plot", str(plot))
+        text_code, text, _ = await _cli(
+            fast.url("twilio"), slow.url("twilio"), "--provider", "twilio", "--seconds", "1",
+            "--rounds", "1", "--gate", "round-trip")
+    assert code == 0, err
+    fast_run, slow_run = json.loads(out)["compare"]
+    assert (fast_run["label"], slow_run["label"]) == ("fast", "slow")
+    for run, server in ((fast_run, fast), (slow_run, slow)):
+        assert run["url"] == server.url("twilio") and run["gate"] == "audible"
+        assert run["calls"] == 4  # two rounds of two calls, against the same load
+        assert run["handshake_failures"] == 0
+    # One server's echo is 40 ms later than the other's, and the figures say so.
+    assert slow_run["latency_ms"]["p50"] > fast_run["latency_ms"]["p50"]
+    assert slow_run["audible_latency_ms"]["p50"] > fast_run["audible_latency_ms"]["p50"]
+    assert plot.stat().st_size > 10_000
+    assert text_code == 0
+    # Both latencies per server, the gated one marked, then the side-by-side block.
+    assert text.count("<- gate") == 2 and "(gate: round-trip)" in text
+    assert text.count("  = audible ") == 2
+
+
+@pytest.mark.asyncio
+async def test_plot_without_matplotlib_is_refused_before_the_run(tmp_path: Path) -> None:
+    fake = tmp_path / "matplotlib"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('not here')\n")
+    code, out, err = await _cli(
+        "ws://127.0.0.1:9/x", "--provider", "twilio", "--seconds", "1",
+        "--plot", str(tmp_path / "p.png"), env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    assert code == 2 and "--plot needs matplotlib" in err  # not 3: no call was placed
+    assert out == ""

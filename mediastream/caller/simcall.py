@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import aiohttp
 import numpy as np
 import numpy.typing as npt
 from websockets.exceptions import InvalidURI
@@ -225,10 +226,13 @@ class SimulatedCall:
         if s.webhook:
             if self.http is None:
                 raise AnswerError("no HTTP session for the webhook")
-            target = await fetch_answer(
-                self.http, s.webhook, s.provider, identity,
-                secret=s.secret, timeout=s.connect_timeout,
-            )
+            try:
+                target = await fetch_answer(
+                    self.http, s.webhook, s.provider, identity,
+                    secret=s.secret, timeout=s.connect_timeout,
+                )
+            except aiohttp.ClientSSLError as exc:
+                raise AnswerError(_tls_failure(s.webhook, exc)) from exc
         else:
             assert s.url is not None
             target = StreamTarget(s.url)
@@ -262,13 +266,16 @@ class SimulatedCall:
             )
             return self.conn
 
-        await asyncio.wait_for(
-            loop.create_connection(
-                factory, wsuri.host, wsuri.port, ssl=context,
-                server_hostname=wsuri.host if context else None,
-            ),
-            s.connect_timeout,
-        )
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(
+                    factory, wsuri.host, wsuri.port, ssl=context,
+                    server_hostname=wsuri.host if context else None,
+                ),
+                s.connect_timeout,
+            )
+        except ssl.SSLError as exc:
+            raise HandshakeFailed(_tls_failure(target.url, exc)) from exc
         assert self.conn is not None
         try:
             await asyncio.wait_for(asyncio.shield(self.conn.opened), s.connect_timeout)
@@ -575,3 +582,10 @@ class SimulatedCall:
         # The audio is no longer needed; a long run keeps only the figures.
         self.playout = Playout(rate=playout.rate, t_ref=playout.t_ref)
         return r
+
+
+def _tls_failure(url: str, exc: BaseException) -> str:
+    """A TLS failure, naming the URL dialled (several may be in play: webhook, stream)."""
+    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+    return (f"TLS to {url} failed: {reason}"
+            " (--insecure skips certificate checks, for test servers)")
