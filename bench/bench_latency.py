@@ -17,6 +17,7 @@ within 1.5x of the bare echo server's.
 
     python -m bench latency                      # levels 1,50,200
     python -m bench.bench_latency --quick        # 1 and 50 calls, one repetition
+    python -m bench latency --leads 20,40,80 --levels 1,50   # the playout_lead study
 """
 
 from __future__ import annotations
@@ -115,6 +116,94 @@ def _verdicts(ms: dict[int, LevelResult], bare: dict[int, LevelResult]) -> list[
     return lines
 
 
+# ------------------------------------------------------------------ the playout lead
+
+
+def _lead_stacks(lead_ms: int) -> dict[str, list[str]]:
+    lead = f"{lead_ms / 1000:g}"
+    common = ["--max-calls", "5000", "--log-level", "WARNING", "--port", "{port}",
+              "--playout-lead", lead]
+    return {
+        # Pipecat's echo (16 kHz): its output transport hands audio over in bursts, which
+        # the lead lets go ahead of real time into the provider's buffer.
+        f"echo@{lead_ms}": ["-m", "mediastream", "serve", "--bot", "bot.echo", *common],
+        # Interrupted speech: a clear -> silence per key press.
+        f"talk@{lead_ms}": ["-m", "mediastream", "serve", "--bot", "bench.talker_bot",
+                            *common],
+    }
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = sorted(v for v in values if v is not None)
+    return None if not present else present[len(present) // 2] if len(present) % 2 else (
+        (present[len(present) // 2 - 1] + present[len(present) // 2]) / 2)
+
+
+async def _lead_bench(leads: list[int], levels: list[int], args: argparse.Namespace,
+                      server_core: int | None) -> list[list[str]]:
+    """Every lead's servers up at once; each repetition runs every lead in turn, so the
+    shared machine's background load falls on all of them alike."""
+    stacks = {name: argv for lead in leads for name, argv in _lead_stacks(lead).items()}
+    servers = {name: ServerProcess(name, argv, core=server_core)
+               for name, argv in stacks.items()}
+    keys = ",".join(f"{k}@{1.0 + 1.2 * i:.1f}" for i, k in enumerate("5555"))
+    rows: list[list[str]] = []
+    try:
+        for server in servers.values():
+            await asyncio.to_thread(server.start)
+            await run_level(server, server.url(f"/ws/{args.provider}"), calls=1, seconds=1.5,
+                            ramp=0, provider=args.provider)
+        for calls in levels:
+            ramp = min(3.0, 0.015 * calls)
+            seconds = max(6.0, min(args.seconds, 15.0 - ramp))
+            runs: dict[str, list[LevelResult]] = {name: [] for name in servers}
+            for _ in range(args.reps):
+                for lead in leads:
+                    for kind in ("echo", "talk"):
+                        name = f"{kind}@{lead}"
+                        server = servers[name]
+                        extra = {"dtmf": keys} if kind == "talk" else {}
+                        runs[name].append(await run_level(
+                            server, server.url(f"/ws/{args.provider}"), calls=calls,
+                            seconds=seconds, ramp=ramp, provider=args.provider, **extra))
+            for lead in leads:
+                echo, talk = median_levels(runs[f"echo@{lead}"]), runs[f"talk@{lead}"]
+                c2s50 = _median([r.extra.get("clear_to_silence_p50") for r in talk])
+                c2smax = max((r.extra.get("clear_to_silence_max") or 0.0 for r in talk),
+                             default=None)
+                clears = sum(int(r.extra.get("clears") or 0) for r in talk)
+                log(f"  lead {lead:3d} ms {calls:4d} calls: audible p50 {fmt(echo.audible_p50)} "
+                    f"p99 {fmt(echo.audible_p99)}, clear->silence p50 {fmt(c2s50)} ms")
+                rows.append([
+                    str(lead), str(calls), fmt(echo.p50), fmt(echo.p99),
+                    fmt(echo.audible_p50), fmt(echo.audible_p99), str(echo.underruns),
+                    fmt(echo.lost), fmt(c2s50), fmt(c2smax), str(clears),
+                    str(echo.failures + sum(r.failures for r in talk)),
+                ])
+    finally:
+        for server in servers.values():
+            server.stop()
+    return rows
+
+
+def _lead_main(leads: list[int], levels: list[int], args: argparse.Namespace,
+               server_core: int | None, client_core: int | None) -> int:
+    start = time.monotonic()
+    log(f"playout lead {leads} ms: levels {levels}, x {args.reps}, interleaved")
+    rows = asyncio.run(_lead_bench(leads, levels, args, server_core))
+    print(f"\nplayout_lead against what the caller hears, {args.provider} callers (median of "
+          f"{args.reps}; servers on core {server_core}, callers on core {client_core}).\n"
+          "echo = mediastream serve --bot bot.echo (Pipecat, 16 kHz): rt = probe round "
+          "trip, aud = audible (+ the wait in the provider's playout buffer), underruns "
+          "and lost ms/call;\ntalk = bench.talker_bot (speaks 2 s at a time, clears on "
+          "each key): clear->silence = clear arrived -> the caller's first 20 ms of "
+          "silence.\n")
+    print_table(["lead ms", "calls", "rt50", "rt99", "aud50", "aud99", "underruns", "lost",
+                 "c->s p50", "c->s max", "clears", "failed"], rows)
+    print(f"(wall time {time.monotonic() - start:.0f} s)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both servers over the levels and print them side by side with the targets."""
     parser = argparse.ArgumentParser(prog="python -m bench latency", description=__doc__,
@@ -129,11 +218,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=sorted(STACKS))
     parser.add_argument("--quick", action="store_true", help="1 and 50 calls, one repetition")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--leads", metavar="MS,...",
+                        help="instead: measure these playout_lead values (e.g. 20,40,80) "
+                             "against audible latency and clear->silence")
     args = parser.parse_args(argv)
     if args.quick:
         args.levels, args.reps, args.seconds = "1,50", 1, 5.0
     levels = sorted({int(x) for x in args.levels.split(",") if x.strip()})
     server_core, client_core = pin_cores(args.server_core, args.client_core)
+    if args.leads:
+        leads = [int(x) for x in args.leads.split(",") if x.strip()]
+        return _lead_main(leads, levels, args, server_core, client_core)
     start = time.monotonic()
     names = [n for n in ("bare", "mediastream") if not args.only or n in args.only]
     by_stack: dict[str, list[LevelResult]] = {}

@@ -283,7 +283,10 @@ async def _run_level(server: ServerProcess, url: str, *, calls: int, seconds: fl
         lag_p99=d["send_lag_ms"]["p99"], lag_max=d["send_lag_ms"]["max"],
         failures=failures,
         extra={"probes": d["probes"], "probes_returned": d["probes_returned"],
-               "protocol_errors": d["protocol_errors"]},
+               "protocol_errors": d["protocol_errors"],
+               "clear_to_silence_p50": d["clear_to_silence_ms"]["p50"],
+               "clear_to_silence_max": d["clear_to_silence_ms"]["max"],
+               "clears": d["clear_to_silence_ms"]["count"]},
     )
 
 
