@@ -274,3 +274,43 @@ async def test_the_readme_fastapi_example_serves_calls(monkeypatch: pytest.Monke
         sock.close()
     for report in (mounted, own):
         _check_echo(report.calls[0])
+
+
+@pytest.mark.asyncio
+async def test_one_state_shared_with_a_server_on_its_own_port() -> None:
+    from mediastream.server import MediaStreamServer
+
+    async with MediaStreamServer(Config(host="127.0.0.1", port=0), bot=echo_bot) as own:
+        telephony = asgi_app(server=own)
+        app = FastAPI()
+        app.mount(MOUNT, telephony)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        started: asyncio.Future[uvicorn.Server] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(serve_with_drain(
+            uvicorn.Config(app, log_level="warning", lifespan="off"), sockets=[sock],
+            started=started))
+        server = await asyncio.wait_for(started, scaled(10))
+        try:
+            mounted, direct = await asyncio.wait_for(asyncio.gather(
+                run_calls(f"ws://127.0.0.1:{port}{MOUNT}/ws/twilio", provider="twilio",
+                          seconds=1.0),
+                run_calls(f"ws://127.0.0.1:{own.port}/ws/twilio", provider="twilio",
+                          seconds=1.0),
+            ), scaled(15))
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{own.port}/metrics") as response,
+            ):
+                metrics = await response.text()
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, scaled(20))
+            sock.close()
+    for report in (mounted, direct):
+        _check_echo(report.calls[0])
+    # Both calls, whichever socket they came in on, are the one server's.
+    assert 'mediastream_calls_total{outcome="stopped",provider="twilio"} 2.0' in metrics
+    with pytest.raises(TypeError, match="either server="):
+        asgi_app(Config(), echo_bot, server=own)
