@@ -202,12 +202,8 @@ class MediaStreamServer:
         await self.aclose()
 
     async def start(self, *, listen: bool = True) -> None:
-        """Bind, set up the HTTP app and the control plane, start accepting.
-
-        ``listen=False``: everything but the port (the control plane's clients, the
-        batcher, the periodic checks); sockets come from elsewhere through
-        :meth:`open_connection` (:mod:`mediastream.asgi`).
-        """
+        """Bind, set up the HTTP app and the control plane, start accepting; ``listen=False``:
+        all but the port, sockets come through :meth:`open_connection` (mediastream.asgi)."""
         if self._listener is not None or self._tick is not None:
             raise RuntimeError("the server is already started")
         try:
@@ -338,8 +334,7 @@ class MediaStreamServer:
         self.open_connection(media, request_headers(media.request.headers))
 
     def open_connection(self, socket: CallSocket, headers: Mapping[str, str]) -> None:
-        """A media WebSocket was accepted (``socket.route`` set): run its call as one of
-        this server's (capacity, metrics, drain); ``headers`` are the upgrade's."""
+        """Run an accepted media WebSocket's call (``socket.route`` set) as this server's."""
         connection = MediaConnection(self, socket, headers)
         self._connections.add(connection)
         task = asyncio.get_running_loop().create_task(self._run(connection))
