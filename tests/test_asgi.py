@@ -314,3 +314,46 @@ async def test_one_state_shared_with_a_server_on_its_own_port() -> None:
     assert 'mediastream_calls_total{outcome="stopped",provider="twilio"} 2.0' in metrics
     with pytest.raises(TypeError, match="either server="):
         asgi_app(Config(), echo_bot, server=own)
+
+
+@pytest.mark.asyncio
+async def test_dialout_through_the_mount_points_the_call_at_the_mounted_path() -> None:
+    import xml.etree.ElementTree as ET
+
+    from fakes.providers import FakeTwilio
+
+    sid, token = "AC" + "4" * 32, "twilio-token"
+    twilio = FakeTwilio(sid, token)
+    credentials = ProviderCredentials(twilio_account_sid=sid, twilio_auth_token=token,
+                                      twilio_api_base_url=await twilio.start())
+    config = Config(credentials=credentials, api_token="dial-token",
+                    public_url="https://voice.example.com")
+    telephony = asgi_app(config, echo_bot)
+    app = FastAPI(lifespan=telephony.lifespan)
+    app.mount(MOUNT, telephony)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    started: asyncio.Future[uvicorn.Server] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve_with_drain(
+        uvicorn.Config(app, log_level="warning", lifespan="on"), telephony, sockets=[sock],
+        started=started))
+    server = await asyncio.wait_for(started, scaled(10))
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"http://127.0.0.1:{port}{MOUNT}/dialout",
+                      json={"provider": "twilio", "to": "+15550001111", "from": "+15550002222"},
+                      headers={"Authorization": "Bearer dial-token"}) as response,
+        ):
+            assert response.status == 201, await response.text()
+            placed = await response.json()
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, scaled(20))
+        sock.close()
+        await twilio.close()
+    twiml = twilio.calls[placed["call_id"]]["twiml"]
+    stream = ET.fromstring(twiml).find("./Connect/Stream")
+    assert stream is not None
+    assert stream.get("url") == f"wss://voice.example.com{MOUNT}/ws/twilio"
