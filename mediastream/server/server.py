@@ -72,10 +72,8 @@ _HTTP_SHUTDOWN_S: Final = 5.0
 #: each bounded; past their sum plus this, the connection is cancelled and aborted.
 CLOSE_GRACE_S: Final = 1.0
 
-#: The resampling batcher batches while its turns average at least this many frames
-#: per product, and converts at once below (mediastream.session.batch): with
-#: ``make bench ARGS=server`` converting at once was cheaper at 10-20 calls (1.4-1.9 frames
-#: per product), the two cost the same at 50 (3.4), batching was cheaper at 100 (5.7).
+#: Batch resampling from this many frames per product (session/batch.py); the server
+#: bench: at once is cheaper at 10-20 calls (1.4-1.9), equal at 50 (3.4), batching at 100.
 BATCH_FROM: Final = 3.0
 
 
