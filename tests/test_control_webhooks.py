@@ -32,6 +32,7 @@ from mediastream.control import (
     check_media_upgrade,
     check_stream_start,
 )
+from mediastream.control.webhooks import operator_query
 from mediastream.errors import AuthenticationError
 from mediastream.protocols.events import CallInfo, MediaFormat
 
@@ -422,6 +423,48 @@ async def test_plivo_get_and_refusals(server: Server) -> None:
     assert status == 403
     status, _ = await _post(server, "/plivo", _plivo_form(), {})
     assert status == 403
+
+
+@pytest.mark.asyncio
+async def test_plivo_get_forwards_only_what_the_operator_put_on_the_answer_url(
+    server: Server,
+) -> None:
+    # A GET answer request as captured from Plivo in 2024 (issue 14): Plivo appends its
+    # fields to the answer URL, including ones no list of ours names (CountryCode,
+    # ParentAuthID, RouteType). Only tenant/agent, written by the operator, may travel.
+    provider_fields = {
+        **_plivo_form(),
+        "BillRate": "0.0085",
+        "CallerName": "+15551230001",
+        "CountryCode": "US",
+        "ParentAuthID": "MA" + "9" * 18,
+        "RouteType": "PSTN",
+        "SessionStart": "2024-05-02 10:11:12.345678",
+        "STIRAttestation": "Not Applicable",
+    }
+    path = "/plivo?agent=sales&tenant=acme&" + urlencode(provider_fields)
+    async with server.http.get(server.base + path, headers=_plivo_headers("GET", path, {})) as resp:
+        assert resp.status == 200
+        doc = await resp.text()
+    stream = _stream(doc, "Stream")
+    url = urlsplit(stream.text or "")
+    assert url.path == "/ws/plivo/sales"
+    query = dict(parse_qsl(url.query))
+    extra = dict(pair.split("=", 1) for pair in stream.attrib["extraHeaders"].split(","))
+    # from/to come from Plivo's From/To, as for POST; nothing else of Plivo's.
+    assert extra == {
+        "token": query["token"], "from": "15551230001", "to": "15559870002", "tenant": "acme",
+    }
+    assert set(query) == {"token", "from", "to", "tenant"}
+
+
+def test_operator_query_ends_where_the_provider_fields_begin() -> None:
+    pairs = [("tenant", "acme"), ("Lead", "x"), ("CallUUID", "u"), ("RouteType", "PSTN"),
+             ("X-PH-Custom", "1"), ("agent", "sales")]
+    # "Lead" precedes Plivo's part: the operator's. "agent" after it is lower-case:
+    # provider names are PascalCase, so it is the operator's too.
+    assert operator_query(pairs) == [("tenant", "acme"), ("Lead", "x"), ("agent", "sales")]
+    assert operator_query([("tenant", "acme")]) == [("tenant", "acme")]
 
 
 # ---------------------------------------------------------------------- status hooks

@@ -323,14 +323,14 @@ def test_an_undecodable_body_is_kept_verbatim(raw: str) -> None:
         ("userId=12345;sessionId=abc-xyz", {"userId": "12345", "sessionId": "abc-xyz"}),
         ("tenant=acme,callRef=abc123", {"tenant": "acme", "callRef": "abc123"}),
         (' {"tenant": "acme"} ', {"tenant": "acme"}),
-        ("a=1;;b=x=y, c", {"a": "1", "b": "x=y", "c": ""}),
+        ("a=1;;b=x=y, c=", {"a": "1", "b": "x=y", "c": ""}),
         ({"k": 1}, {"k": "1"}),
         (None, {}),
         ("", {}),
     ],
 )
 def test_plivo_extra_headers_forms(value: Any, expected: dict[str, str]) -> None:
-    assert parse_extra_headers(value, "extra_headers") == expected
+    assert parse_extra_headers(value, "extra_headers") == (expected, None)
 
 
 @pytest.mark.parametrize(

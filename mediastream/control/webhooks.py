@@ -120,6 +120,29 @@ def resolve_agent(query: Mapping[str, str], agents: AgentLookup | None) -> str |
     return name
 
 
+def operator_query(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The part of a GET webhook's query the operator wrote on the answer URL.
+
+    A provider fetching an answer URL with GET appends its own fields to the URL's query
+    (Twilio, TeXML, Plivo ``answer_method=GET``). Their names are not a closed list: a
+    captured 2024 Plivo GET carries ``CountryCode``, ``ParentAuthID`` and ``RouteType``
+    besides the documented ones, and forwarding those would hand the parent account id
+    to the bot and spend Plivo's 512-byte ``extraHeaders`` budget. So the first field
+    we know to be the provider's marks where its part begins, and no capitalised name
+    from there on is the operator's, whether or not we know it: all three providers name
+    their fields in PascalCase (``CallSid``, ``CallUUID``, ``X-PH-...``). A lower-case
+    name there (``agent``, ``serviceHost``) is still the operator's, should a provider
+    ever not append. A query with no known provider field (someone fetching the URL by
+    hand) is all the operator's.
+    """
+    for index, (name, _value) in enumerate(pairs):
+        if name in _PROVIDER_FIELDS:
+            return pairs[:index] + [
+                pair for pair in pairs[index:] if not pair[0][:1].isupper()
+            ]
+    return pairs
+
+
 def forwarded_parameters(query: Mapping[str, str]) -> dict[str, str]:
     """Query parameters of the webhook URL that become custom parameters, bounded."""
     out: dict[str, str] = {}
@@ -244,8 +267,12 @@ class ControlHandlers:
                 provider, call_id or "-", request.remote, exc,
             )
             raise RequestRefused(403, "request authentication failed") from None
-        query = _first_values(query_pairs)
-        fields = _first_values(form) if request.method == "POST" else dict(query)
+        if request.method == "POST":
+            query = _first_values(query_pairs)
+            fields = _first_values(form)
+        else:
+            query = _first_values(operator_query(query_pairs))
+            fields = _first_values(query_pairs)
         return _Incoming(origin, query, fields, body, is_json)
 
     @staticmethod

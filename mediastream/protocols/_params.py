@@ -17,17 +17,19 @@ or a plain ``agent`` (+ ``organization``) parameter.
 
 from __future__ import annotations
 
+import ast
 import binascii
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-from ..errors import InvalidMessageError
 from ._fields import text_value
 
 __all__ = [
+    "RAW_EXTRA_HEADERS_KEY",
     "STREAM_AUTH_HEADER",
+    "ExtraHeaders",
     "agent_and_org",
     "decode_body",
     "header_value",
@@ -88,34 +90,91 @@ def header_value(headers: Mapping[str, str] | None, name: str) -> str | None:
     return None if value is None else str(value)
 
 
-def parse_extra_headers(value: Any, where: str) -> dict[str, str]:
-    """Plivo ``extraHeaders`` as it reaches the socket (protocols.md §3.2).
+#: Key under which :func:`parse_extra_headers` keeps a value it cannot read as pairs.
+RAW_EXTRA_HEADERS_KEY = "extra_headers"
+#: Longest Python-style dict literal read (Plivo caps ``extraHeaders`` at 512 bytes;
+#: the bound keeps ``ast.literal_eval`` cheap whatever a peer sends).
+_MAX_LITERAL_CHARS = 4096
+_PAIR_KEY = re.compile(r"[^\s=]+")
 
-    Observed forms: a JSON object encoded as a string (SDK), ``k=v`` pairs separated by
-    ``;`` (docs example) or ``,`` (XML docs), or an already-parsed object. A string that
-    starts with ``{`` but is not a JSON object is malformed and rejected.
+
+class ExtraHeaders(NamedTuple):
+    """What :func:`parse_extra_headers` read: the parameters, and why it could not read
+    them as pairs (``None`` when it could), for the caller to log once per call."""
+
+    parameters: dict[str, str]
+    problem: str | None = None
+
+
+def parse_extra_headers(value: Any, where: str) -> ExtraHeaders:
+    """Plivo ``extraHeaders`` as it reaches the socket (protocols.md §3.2, NOTES.md).
+
+    Custom data must never end a call, so this never raises. Forms read:
+
+    * an already-parsed object, or a JSON object encoded as a string;
+    * a Python-style dict literal: Plivo's Python SDK renders
+      ``StreamElement(extraHeaders={'ab': 'cd'})`` as ``extraHeaders="{'ab': 'cd'}"``
+      (plivo-python ``tests/xml/test_streamElement.py``), read with
+      :func:`ast.literal_eval` (literals only, bounded in size);
+    * ``k=v`` pairs separated by ``;`` (audio-streaming reference) or ``,`` (XML
+      reference); empty parts are skipped.
+
+    Anything else (a part without ``=``, a brace that opens no dict, a number) is kept
+    verbatim under :data:`RAW_EXTRA_HEADERS_KEY` with a ``problem`` saying why.
     """
     if value is None:
-        return {}
+        return ExtraHeaders({})
     if type(value) is dict:
-        return {str(k): text_value(v) for k, v in value.items()}
+        return ExtraHeaders(_text_map(value))
     if type(value) is not str:
-        raise InvalidMessageError(f"{where}: expected a string")
+        return ExtraHeaders(
+            {RAW_EXTRA_HEADERS_KEY: text_value(value)}, f"{where}: not a string, kept raw"
+        )
     text = value.strip()
+    if not text:
+        return ExtraHeaders({})
     if text.startswith("{"):
-        try:
-            parsed = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise InvalidMessageError(f"{where}: invalid JSON") from exc
-        if type(parsed) is not dict:
-            raise InvalidMessageError(f"{where}: expected a JSON object")
-        return {str(k): text_value(v) for k, v in parsed.items()}
+        parsed = _dict_literal(text)
+        if parsed is not None:
+            return ExtraHeaders(_text_map(parsed))
+        return ExtraHeaders(
+            {RAW_EXTRA_HEADERS_KEY: value}, f"{where}: neither a JSON nor a dict literal, kept raw"
+        )
     out: dict[str, str] = {}
     for part in _SPLIT.split(text):
-        key, _, val = part.partition("=")
+        if not part.strip():
+            continue
+        key, eq, val = part.partition("=")
         key = key.strip()
-        if key:
-            out[key] = val.strip()
+        if not eq or not _PAIR_KEY.fullmatch(key):
+            return ExtraHeaders(
+                {RAW_EXTRA_HEADERS_KEY: value}, f"{where}: not k=v pairs, kept raw"
+            )
+        out[key] = val.strip()
+    return ExtraHeaders(out)
+
+
+def _dict_literal(text: str) -> dict[Any, Any] | None:
+    """A JSON object or a Python dict literal, or ``None``."""
+    try:
+        parsed = json.loads(text)
+    except (ValueError, RecursionError):
+        parsed = None
+        if len(text) <= _MAX_LITERAL_CHARS:
+            try:
+                parsed = ast.literal_eval(text)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                parsed = None
+    return parsed if type(parsed) is dict else None
+
+
+def _text_map(mapping: dict[Any, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, val in mapping.items():
+        try:
+            out[str(key)] = text_value(val)
+        except (TypeError, ValueError):  # a literal JSON cannot render (set, bytes)
+            out[str(key)] = repr(val)
     return out
 
 

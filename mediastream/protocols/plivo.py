@@ -5,7 +5,9 @@ In: ``start`` first (there is no ``connected``), then ``media``, ``dtmf``,
 ``playFailed``/``error`` reports Plivo's own client handles. ``sequenceNumber`` and
 ``media.chunk`` are JSON numbers here, ``media.timestamp`` a string; both are accepted
 either way. ``extra_headers`` (the ``extraHeaders`` attribute) may sit at the top level
-or inside ``start`` and may be JSON or ``k=v`` pairs split by ``;`` or ``,``.
+or inside ``start`` and may be JSON, a Python-style dict (Plivo's Python SDK) or ``k=v``
+pairs split by ``;`` or ``,``; anything else is kept raw and logged, never fatal.
+Acknowledgements naming another ``streamId`` are logged and ignored.
 
 Out (``bidirectional="true"``): ``playAudio`` with ``contentType`` and ``sampleRate``
 of the outbound format, ``checkpoint`` (acknowledged by ``playedStream``),
@@ -20,6 +22,7 @@ as μ-law 8 kHz, the format Pipecat assumes.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, ClassVar
 
 from ..errors import InvalidMessageError
@@ -40,6 +43,8 @@ from .events import (
 )
 
 __all__ = ["PlivoProtocol"]
+
+logger = logging.getLogger("mediastream.protocols")
 
 _CONTENT_TYPES = {"pcmu": "audio/x-mulaw", "l16": "audio/x-l16"}
 
@@ -75,25 +80,55 @@ class PlivoProtocol(MediaStreamProtocol):
         if top is not None and top != stream_id:
             raise InvalidMessageError("streamId: differs from start.streamId")
         fmt = opt_obj(start.get("mediaFormat"), "start.mediaFormat") or {}
-        parameters = parse_extra_headers(start.get("extra_headers"), "start.extra_headers")
-        parameters.update(parse_extra_headers(data.get("extra_headers"), "extra_headers"))
+        call_id = req_str(start.get("callId"), "start.callId")
+        parameters: dict[str, str] = {}
+        for where, value in (
+            ("start.extra_headers", start.get("extra_headers")),
+            ("extra_headers", data.get("extra_headers")),
+        ):
+            headers = parse_extra_headers(value, where)
+            if headers.problem is not None:
+                # Once per call: start is received once.
+                logger.warning(
+                    "plivo call %s: %s", call_id, headers.problem
+                )
+            parameters.update(headers.parameters)
         return self._started(
             data,
-            call_id=req_str(start.get("callId"), "start.callId"),
+            call_id=call_id,
             stream_id=stream_id,
             inbound=self._media_format(fmt, "sampleRate", "start.mediaFormat"),
-            account_id=opt_str(start.get("accountId"), "start.accountId"),
+            account_id=opt_str(start.get("accountId"), "start.accountId") or None,
             parameters=parameters,
             tracks=str_list(start.get("tracks"), "start.tracks"),
         )
 
     def _receive_played(self, data: dict[str, Any]) -> list[Event]:
-        self._check_stream(data)
+        if not self._acknowledges_this_stream(data):
+            return []
         return [MarkPlayed(req_str(data.get("name"), "name"), self._sequence(data))]
 
     def _receive_cleared(self, data: dict[str, Any]) -> list[Event]:
-        self._check_stream(data)
+        if not self._acknowledges_this_stream(data):
+            return []
         return [AudioCleared(self._sequence(data))]
+
+    def _acknowledges_this_stream(self, data: dict[str, Any]) -> bool:
+        """Whether an acknowledgement (``playedStream``, ``clearedAudio``) is ours.
+
+        Plivo's own support article on ``clearAudio`` shows the ``clearedAudio`` reply
+        carrying a different ``streamId`` from the request's: an acknowledgement naming
+        another stream is logged and ignored, never a reason to end the call. Only media
+        for another stream is an error (base ``_receive_media``).
+        """
+        sid = data.get(self.STREAM_KEY)
+        if sid is None or sid == self._stream_id:
+            return True
+        logger.warning(
+            "plivo call %s: %s for stream %.64r, not this stream's %r: ignored",
+            self._call_id(), data.get("event"), text_value(sid), self._stream_id,
+        )
+        return False
 
     def _receive_error(self, data: dict[str, Any]) -> list[Event]:
         # Names from Plivo's own client; shapes UNCONFIRMED (protocols.md §3.2): lenient.

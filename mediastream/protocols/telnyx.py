@@ -91,7 +91,7 @@ class TelnyxProtocol(MediaStreamProtocol):
             call_id=req_str(start.get("call_control_id"), "start.call_control_id"),
             stream_id=stream_id,
             inbound=self._media_format(fmt, "sample_rate", "start.media_format"),
-            account_id=opt_str(start.get("user_id"), "start.user_id"),
+            account_id=opt_str(start.get("user_id"), "start.user_id") or None,
             from_number=opt_str(start.get("from"), "start.from") or None,
             to_number=opt_str(start.get("to"), "start.to") or None,
             parameters=string_map(start.get("custom_parameters"), "start.custom_parameters"),

@@ -62,7 +62,8 @@ class TwilioProtocol(MediaStreamProtocol):
             call_id=req_str(start.get("callSid"), "start.callSid"),
             stream_id=stream_id,
             inbound=self._media_format(fmt, "sampleRate", "start.mediaFormat"),
-            account_id=opt_str(start.get("accountSid"), "start.accountSid"),
+            # Twilio-compatible bridges send "accountSid": "": absent, not an account.
+            account_id=opt_str(start.get("accountSid"), "start.accountSid") or None,
             parameters=string_map(start.get("customParameters"), "start.customParameters"),
             tracks=str_list(start.get("tracks"), "start.tracks"),
         )
