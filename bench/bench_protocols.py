@@ -167,8 +167,9 @@ def _floor(protocol: Any) -> Callable[[str], list[Any]]:
         data, _ = scan_once(message, 0)
         media = data["media"]
         audio = a2b_base64(media["payload"], strict_mode=True)
+        timestamp = int(media["timestamp"])
         return [_audio_received(audio, fmt, media["track"], int(data[seq_key]),
-                                int(media["chunk"]), int(media["timestamp"]))]
+                                int(media["chunk"]), timestamp, timestamp)]
 
     return receive
 

@@ -122,7 +122,7 @@ def test_numbers_as_strings_or_numbers_give_the_same_event(provider: str) -> Non
     [b] = protocol.receive(json.dumps(as_numbers))
     assert a == b
     assert isinstance(a, AudioReceived)
-    assert (a.sequence, a.chunk, a.timestamp_ms) == (17, 4, 80)
+    assert (a.sequence, a.chunk, a.timestamp_raw) == (17, 4, 80)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -177,7 +177,8 @@ def test_a_stray_exception_becomes_invalid_message(
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_dtmf_letters_are_normalised(provider: str) -> None:
     [event] = _started(provider).receive(json.dumps({"event": "dtmf", "dtmf": {"digit": "d"}}))
-    assert event_json(event) == {"type": "DtmfReceived", "digit": "D", "sequence": None}
+    assert event_json(event) == {
+        "type": "DtmfReceived", "digit": "D", "sequence": None, "occurred_at": None}
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -360,7 +361,7 @@ def test_the_fast_audio_event_is_an_ordinary_frozen_audio_received() -> None:
 
     from mediastream.protocols.base import _audio_received
 
-    args = (b"\x01\x02", MediaFormat("pcma", 8000), "inbound", 7, None, 140)
+    args = (b"\x01\x02", MediaFormat("pcma", 8000), "inbound", 7, None, 140, 140)
     fast, normal = _audio_received(*args), AudioReceived(*args)
     assert type(fast) is AudioReceived
     assert fast == normal and hash(fast) == hash(normal) and repr(fast) == repr(normal)

@@ -83,14 +83,19 @@ _STARTED, _FAILED = State.STARTED, State.FAILED
 #: needs one; the bound keeps a stream whose messages never fit (odd whitespace,
 #: escapes) from paying for attempts for ever.
 _LEARN_ATTEMPTS = 8
+#: Text fields of a ``stop`` kept in :attr:`StreamStopped.details`.
+_MAX_STOP_DETAILS = 16
 
 #: A learnt template with the stream's constants the fast path checks against it:
 #: (fullmatch, then the indices in ``Match.groups()`` of the sequence number, track,
 #: chunk, timestamp, payload and stream id, then max message chars, max payload base64
-#: chars, inbound is L16, inbound format, the stream id).
+#: chars, inbound is L16, inbound format, the stream id, the timestamp origin).
 _Template: TypeAlias = tuple[
-    MediaMatcher, int, int, int, int, int, int, int, int, bool, MediaFormat, str
+    MediaMatcher, int, int, int, int, int, int, int, int, bool, MediaFormat, str, int
 ]
+#: Media messages a held DTMF digit waits for an earlier-pressed one to arrive
+#: (``ORDERS_DTMF``): about 200 ms of one track's 20 ms frames.
+DTMF_HOLD_MESSAGES = 10
 
 
 class _AudioReceivedBuilder:
@@ -108,7 +113,9 @@ class _AudioReceivedBuilder:
     """
 
     # In AudioReceived's field order, to compare with it in _check_builder.
-    __slots__ = ("payload", "format", "track", "sequence", "chunk", "timestamp_ms")  # noqa: RUF023
+    __slots__ = (  # noqa: RUF023
+        "payload", "format", "track", "sequence", "chunk", "timestamp_ms", "timestamp_raw"
+    )
 
     def __init__(
         self,
@@ -118,6 +125,7 @@ class _AudioReceivedBuilder:
         sequence: int | None,
         chunk: int | None,
         timestamp_ms: int | None,
+        timestamp_raw: int | None,
     ) -> None:
         self.payload = payload
         self.format = format
@@ -125,6 +133,7 @@ class _AudioReceivedBuilder:
         self.sequence = sequence
         self.chunk = chunk
         self.timestamp_ms = timestamp_ms
+        self.timestamp_raw = timestamp_raw
         self.__class__ = AudioReceived  # type: ignore[assignment]  # same layout
 
 
@@ -136,7 +145,7 @@ def _check_builder() -> Callable[..., AudioReceived]:
         or hasattr(AudioReceived, "__post_init__")
     ):
         raise ImportError("AudioReceived changed: update base._AudioReceivedBuilder")
-    args = (b"\x00", MediaFormat("l16", 16000), "outbound", 1, 2, 3)
+    args = (b"\x00", MediaFormat("l16", 16000), "outbound", 1, 2, 3, 4)
     probe: Any = _AudioReceivedBuilder(*args)
     if type(probe) is not AudioReceived or probe != AudioReceived(*args):
         raise ImportError("base._AudioReceivedBuilder does not build an AudioReceived")
@@ -197,6 +206,9 @@ class MediaStreamProtocol(ABC):
     DEFAULT_FORMAT: ClassVar[MediaFormat]
     #: What the provider's socket carries from the bot (DTMF, marks, clear).
     CAPABILITIES: ClassVar[Capabilities] = Capabilities()
+    #: ``media.timestamp`` is Unix epoch ms (Plivo), not ms since the stream started:
+    #: :attr:`AudioReceived.timestamp_ms` then counts from the first media message.
+    EPOCH_TIMESTAMPS: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -237,6 +249,16 @@ class MediaStreamProtocol(ABC):
         # could be learnt); tests set the budget to 0 to force the full parse.
         self._template: _Template | None = None
         self._learn_budget = _LEARN_ATTEMPTS
+        # Subtracted from media.timestamp to make timestamp_ms (EPOCH_TIMESTAMPS: set
+        # by the first media message).
+        self._ts_origin: int | None = None if self.EPOCH_TIMESTAMPS else 0
+        # DTMF digits held to be delivered in the order pressed (_hold_dtmf), and the
+        # media messages left before they are released. While any are held the fast
+        # path is off (its template parked here), so every media message counts down.
+        self._dtmf_held: list[tuple[float, int, DtmfReceived]] = []
+        self._dtmf_arrivals = 0
+        self._dtmf_wait = 0
+        self._parked_template: _Template | None = None
 
     # ------------------------------------------------------------------ properties
 
@@ -280,7 +302,7 @@ class MediaStreamProtocol(ABC):
             # id) whose sizes, base64 and L16 byte count all pass is exactly what the
             # full parse would accept; anything else falls through to it, errors too.
             (fullmatch, seq_i, track_i, chunk_i, time_i, payload_i, stream_i,
-             max_chars, max_b64, l16, fmt, stream_id) = template
+             max_chars, max_b64, l16, fmt, stream_id, origin) = template
             match = fullmatch(message)
             if match is not None and len(message) <= max_chars:
                 # groups() and indexing cost half of group(*indices)
@@ -292,6 +314,7 @@ class MediaStreamProtocol(ABC):
                     except ValueError:
                         audio = None
                     if audio is not None and not (l16 and len(audio) & 1):
+                        timestamp = int(values[time_i])
                         return [
                             _audio_received(
                                 audio,
@@ -299,7 +322,8 @@ class MediaStreamProtocol(ABC):
                                 values[track_i],
                                 int(values[seq_i]),
                                 int(values[chunk_i]),
-                                int(values[time_i]),
+                                timestamp - origin,
+                                timestamp,
                             )
                         ]
         return self._receive_parsed(message)
@@ -330,6 +354,10 @@ class MediaStreamProtocol(ABC):
                 events = self._receive_media(data)  # the common case skips the table
                 if self._learn_budget:
                     self._learn(message, data)
+                if self._dtmf_held:
+                    self._dtmf_wait -= 1
+                    if self._dtmf_wait <= 0:
+                        return [*self._release_dtmf(), *events]
                 return events
             return self._dispatch(event, data)
         except RemoteProtocolError as exc:
@@ -349,15 +377,20 @@ class MediaStreamProtocol(ABC):
         learnt = learn_media_template(
             message, data, self.STREAM_KEY, self.SEQUENCE_KEY, self._stream_id
         )
-        if learnt is not None:
-            self._template = (
+        if learnt is not None and self._ts_origin is not None:
+            template: _Template = (
                 *learnt,
                 self._max_message_chars,
                 self._max_payload_b64,
                 self._in_l16,
                 self._in_format,
                 self._stream_id,
+                self._ts_origin,
             )
+            if self._dtmf_held:
+                self._parked_template = template
+            else:
+                self._template = template
 
     def _dispatch(self, event: Any, data: dict[str, Any]) -> list[Event]:
         if type(event) is not str:
@@ -454,7 +487,17 @@ class MediaStreamProtocol(ABC):
             timestamp = int(timestamp)
         elif timestamp is not None:
             timestamp = opt_int(timestamp, "media.timestamp")
-        return [_audio_received(audio, self._in_format, track, sequence, chunk, timestamp)]
+        since_start = None
+        if timestamp is not None:
+            origin = self._ts_origin
+            if origin is None:
+                origin = self._ts_origin = timestamp
+            since_start = timestamp - origin
+        return [
+            _audio_received(
+                audio, self._in_format, track, sequence, chunk, since_start, timestamp
+            )
+        ]
 
     def _receive_dtmf(self, data: dict[str, Any]) -> list[Event]:
         self._check_stream(data)
@@ -473,11 +516,50 @@ class MediaStreamProtocol(ABC):
         self._check_stream(data)
         stop = data.get("stop")
         reason = None
+        details: dict[str, str] = {}
         if type(stop) is dict:
             reason = opt_str(stop.get("reason"), "stop.reason")
+            for key, value in stop.items():
+                # Text fields only (ids, reasons), bounded: a record, not a channel.
+                if type(value) is str and value and len(details) < _MAX_STOP_DETAILS:
+                    details[str(key)[:64]] = value[:256]
         elif stop is not None:
             raise InvalidMessageError("stop: expected an object")
-        return [StreamStopped(reason, self._sequence(data))]
+        stopped = StreamStopped(reason, self._sequence(data), MappingProxyType(details))
+        return [*self._release_dtmf(), stopped]
+
+    # ---------------------------------------------------------------- DTMF order
+
+    def _hold_dtmf(self, digit: DtmfReceived, pressed: float | None) -> list[Event]:
+        """Deliver ``digit`` in the order keys were pressed, not the order of arrival.
+
+        For a provider that may deliver DTMF out of order but says when each key was
+        pressed (Telnyx ``occurred_at``): a digit is held until
+        :data:`DTMF_HOLD_MESSAGES` media messages have passed without another digit, then
+        every held digit goes out sorted by press time (ties and digits without a time in
+        arrival order). The stream's ``stop`` releases them too. The cost is that much
+        delay on a key press, and the media fast path is off while a digit is held.
+        """
+        self._dtmf_arrivals += 1
+        if pressed is None:
+            if not self._dtmf_held:
+                return [digit]
+            pressed = self._dtmf_held[-1][0]  # after what is held: arrival order
+        self._dtmf_held.append((pressed, self._dtmf_arrivals, digit))
+        self._dtmf_held.sort(key=lambda held: held[:2])
+        self._dtmf_wait = DTMF_HOLD_MESSAGES
+        if self._template is not None:
+            self._parked_template, self._template = self._template, None
+        return []
+
+    def _release_dtmf(self) -> list[Event]:
+        if not self._dtmf_held:
+            return []
+        released: list[Event] = [held[2] for held in self._dtmf_held]
+        self._dtmf_held.clear()
+        if self._parked_template is not None:
+            self._template, self._parked_template = self._parked_template, None
+        return released
 
     # ---------------------------------------------------------------------- start
 

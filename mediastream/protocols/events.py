@@ -144,7 +144,15 @@ class StreamStarted:
 
 @dataclass(frozen=True, slots=True)
 class AudioReceived:
-    """One media message from the provider, still encoded in ``format``."""
+    """One media message from the provider, still encoded in ``format``.
+
+    ``timestamp_ms`` has one meaning whichever provider sent it: milliseconds since the
+    stream's time origin. Twilio and Telnyx send exactly that (protocols.md §1.2,
+    §2.2); Plivo sends Unix epoch milliseconds (§3.2), so for Plivo the origin is the
+    timestamp of the first media message of the stream, and a frame that arrives after
+    a later one may read negative. ``timestamp_raw`` is the number as the provider sent
+    it, for logs and for correlating with the provider's own records.
+    """
 
     payload: bytes
     format: MediaFormat
@@ -152,6 +160,7 @@ class AudioReceived:
     sequence: int | None = None
     chunk: int | None = None
     timestamp_ms: int | None = None
+    timestamp_raw: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +169,10 @@ class DtmfReceived:
 
     digit: str
     sequence: int | None = None
+    #: When the key was pressed, as the provider wrote it (Telnyx ``occurred_at``,
+    #: ISO 8601), if it did. Telnyx may deliver digits out of order; its protocol
+    #: class holds them briefly and delivers them in this order.
+    occurred_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,10 +196,16 @@ class AudioCleared:
 
 @dataclass(frozen=True, slots=True)
 class StreamStopped:
-    """The provider ended the stream (``stop``)."""
+    """The provider ended the stream (``stop``).
+
+    ``details`` keeps the text fields of the ``stop`` object as sent (Twilio
+    ``accountSid``/``callSid``, Telnyx ``user_id``/``call_control_id``, Plivo ``callId``),
+    empty ones left out: a record of who ended what, for logs and recordings.
+    """
 
     reason: str | None = None
     sequence: int | None = None
+    details: Mapping[str, str] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, slots=True)

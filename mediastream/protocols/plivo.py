@@ -72,6 +72,8 @@ class PlivoProtocol(MediaStreamProtocol):
         "audio/x-l16": FormatRule("l16", frozenset({8000, 16000}), "little"),
     }
     DEFAULT_FORMAT: ClassVar[MediaFormat] = PCMU_8K
+    #: media.timestamp is Unix epoch ms (protocols.md §3.2).
+    EPOCH_TIMESTAMPS: ClassVar[bool] = True
 
     def _receive_start(self, data: dict[str, Any]) -> list[Event]:
         start = obj(data.get("start"), "start")

@@ -4,7 +4,10 @@ WebSocket" AsyncAPI reference).
 In: ``connected``, ``start``, ``media``, ``dtmf``, ``mark``, ``error``, ``stop`` with
 snake_case keys; ``stream_id`` is top level, ``call_control_id`` inside ``start``.
 Telnyx does not guarantee frame order: :class:`AudioReceived` carries
-``sequence_number`` and ``media.chunk`` so the session can reorder.
+``sequence_number`` and ``media.chunk`` so the session can reorder. DTMF digits may
+arrive out of order too; they are delivered in ``occurred_at`` order (held about 200 ms,
+``MediaStreamProtocol._hold_dtmf``). ``client_state`` is kept as sent and, when it is
+base64 of text, decoded into ``extra["client_state_text"]``.
 Out (``bidirectionalMode="rtp"``): ``media``, ``mark``, ``clear``. The stream id is
 optional on these and left out, as in Telnyx's examples.
 
@@ -17,6 +20,9 @@ PCMU at 8 kHz whatever the inbound codec).
 
 from __future__ import annotations
 
+import binascii
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from ._fields import obj, opt_obj, opt_str, req_str, str_list, string_map, text_value
@@ -25,6 +31,7 @@ from .base import FormatRule, MediaStreamProtocol, dumps
 from .events import (
     PCMU_8K,
     CallInfo,
+    DtmfReceived,
     Event,
     MediaFormat,
     ProviderErrorReported,
@@ -32,7 +39,7 @@ from .events import (
     StreamConnected,
 )
 
-__all__ = ["TelnyxProtocol"]
+__all__ = ["TelnyxProtocol", "decode_client_state"]
 
 _AUTH_FIELD = "x-telnyx-streaming-auth-token"
 
@@ -83,6 +90,9 @@ class TelnyxProtocol(MediaStreamProtocol):
             value = opt_str(start.get(key), f"start.{key}")
             if value is not None:
                 extra[key] = value
+        decoded = decode_client_state(extra.get("client_state"))
+        if decoded is not None:
+            extra["client_state_text"] = decoded
         tags = str_list(start.get("tags"), "start.tags")
         if tags:
             extra["tags"] = ",".join(tags)
@@ -97,6 +107,17 @@ class TelnyxProtocol(MediaStreamProtocol):
             parameters=string_map(start.get("custom_parameters"), "start.custom_parameters"),
             extra=extra,
         )
+
+    def _receive_dtmf(self, data: dict[str, Any]) -> list[Event]:
+        # Telnyx may deliver DTMF out of order; occurred_at says when each key was
+        # pressed (issue 14, Telnyx media streaming docs): held and sorted by base.
+        [digit] = super()._receive_dtmf(data)
+        assert isinstance(digit, DtmfReceived)
+        occurred_at = data.get("occurred_at")
+        if type(occurred_at) is not str:
+            return self._hold_dtmf(digit, None)
+        digit = replace(digit, occurred_at=occurred_at[:64])
+        return self._hold_dtmf(digit, _press_time(occurred_at))
 
     def _receive_error(self, data: dict[str, Any]) -> list[Event]:
         # Shape from protocols.md §2.2 (UNCONFIRMED there): read leniently, never fail.
@@ -126,3 +147,30 @@ class TelnyxProtocol(MediaStreamProtocol):
 
     def _clear_message(self) -> str:
         return '{"event":"clear"}'
+
+
+def decode_client_state(value: str | None) -> str | None:
+    """Telnyx ``client_state`` decoded, when it is base64 of printable UTF-8 text.
+
+    Telnyx carries ``client_state`` as base64 of whatever the command that set it chose
+    (protocols.md §2.2); applications usually put text or JSON there. Binary state is
+    left encoded (``None`` here): the raw value stays in ``CallInfo.extra``.
+    """
+    if not value:
+        return None
+    try:
+        text = binascii.a2b_base64(value, strict_mode=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return text if text.isprintable() else None
+
+
+def _press_time(occurred_at: str) -> float | None:
+    """``occurred_at`` (ISO 8601, ``Z`` allowed) as seconds since the epoch, or ``None``."""
+    try:
+        moment = datetime.fromisoformat(occurred_at.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
