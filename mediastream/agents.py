@@ -44,6 +44,7 @@ __all__ = [
     "BotLoadError",
     "UnknownAgentError",
     "as_bot_runner",
+    "listen_only_names",
     "load_bot",
     "parse_agent_option",
     "registry_from_config",
@@ -272,14 +273,20 @@ def _valid_agent_name(name: str) -> bool:
 
 
 class AgentRegistry:
-    """A default bot plus named agents; :meth:`resolve` picks the bot for a call."""
+    """A default bot plus named agents; :meth:`resolve` picks the bot for a call.
 
-    __slots__ = ("_agents", "default")
+    ``listen_only`` names agents that only listen: their answer documents fork the call's
+    audio to them (``<Start><Stream track="both_tracks">`` and the like) while the call
+    goes on to a ``<Dial>`` or another document, and their calls refuse bot audio.
+    """
+
+    __slots__ = ("_agents", "default", "listen_only")
 
     def __init__(
         self,
         default: BotRunner | None = None,
         agents: Mapping[str, BotRunner] | Iterable[tuple[str, BotRunner]] = (),
+        listen_only: Iterable[str] = (),
     ) -> None:
         self.default: BotRunner | None = (
             None if default is None else as_bot_runner(default, "the default bot"))
@@ -287,6 +294,13 @@ class AgentRegistry:
         items = agents.items() if isinstance(agents, Mapping) else agents
         for name, runner in items:
             self.add(name, runner)
+        self.listen_only: frozenset[str] = frozenset(listen_only)
+        unknown = self.listen_only - set(self._agents)
+        if unknown:
+            raise ValueError(
+                f"listen-only agents {', '.join(sorted(unknown))} are not agents "
+                "(name each with --agent NAME=SPEC too)"
+            )
 
     @classmethod
     def from_specs(
@@ -324,7 +338,7 @@ class AgentRegistry:
         Raises :class:`UnknownAgentError` when a named agent is not registered, or when
         nothing is named and there is no default bot.
         """
-        name = path_agent or call.agent or call.custom_parameters.get("agent") or None
+        name = self._name(call, path_agent)
         if name is not None:
             runner = self._agents.get(name)
             if runner is None:
@@ -333,6 +347,15 @@ class AgentRegistry:
         if self.default is None:
             raise UnknownAgentError("no agent named and no default bot")
         return self.default
+
+
+    def is_listen_only(self, call: CallInfo, path_agent: str | None = None) -> bool:
+        """Whether the agent :meth:`resolve` picks for ``call`` only listens."""
+        return self._name(call, path_agent) in self.listen_only
+
+    @staticmethod
+    def _name(call: CallInfo, path_agent: str | None) -> str | None:
+        return path_agent or call.agent or call.custom_parameters.get("agent") or None
 
 
 def _printable(name: str) -> str:
@@ -350,4 +373,10 @@ def registry_from_config(config: Config) -> AgentRegistry:
     return AgentRegistry(
         load_bot(config.bot) if config.bot else None,
         [(name, load_bot(spec)) for name, spec in agents],
+        listen_only_names(config),
     )
+
+
+def listen_only_names(config: Config) -> frozenset[str]:
+    """``config.listen_only_agents`` (comma-separated names) as a set."""
+    return frozenset(n.strip() for n in config.listen_only_agents.split(",") if n.strip())

@@ -37,16 +37,21 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class InboundAudio:
-    """20 ms (``Config.bot_frame_ms``; less at the very end) of the caller's audio at
+    """20 ms (``Config.bot_frame_ms``; less at the very end) of call audio at
     ``Call.sample_rate``.
 
     ``pcm`` is int16 little-endian mono. ``filled`` is True when the session
     synthesised this frame as silence for a true gap in the provider's sequence.
+    ``track`` says whose voice it is: ``"caller"`` (the provider's inbound track, the
+    only one a bidirectional stream delivers) or ``"other"``: on a listen-only stream
+    that carries both tracks, what the caller hears (the other party of a ``<Dial>``).
+    Each track is decoded, reordered and resampled on its own (session/tracks.py).
     """
 
     pcm: bytes
     sample_rate: int
     filled: bool = False
+    track: str = "caller"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +128,15 @@ class Call(ABC):
         exception it raises ends the call as a bot error (close code 1011), as a bot
         that raises does.
         """
+
+    @property
+    def listen_only(self) -> bool:
+        """True for a listen-only stream (a ``<Start><Stream>`` fork, Plivo
+        ``bidirectional="false"``): the bot hears the call but cannot speak into it.
+        :meth:`send_audio` and :meth:`send_dtmf` then raise
+        :class:`~mediastream.errors.ListenOnlyError`; :meth:`clear` and
+        :meth:`end_utterance` do nothing (there is nothing to clear or mark)."""
+        return not self.capabilities.send_audio
 
     @abstractmethod
     def send_audio(self, pcm: bytes, sample_rate: int) -> None:

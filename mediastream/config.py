@@ -84,6 +84,14 @@ class Config:
     bot: str = "bot.parrot"
     #: Named agents, ``NAME=SPEC`` separated by commas.
     agents: str = ""
+    #: Agents (names from ``agents``, comma-separated) that only listen: answered with a
+    #: both-tracks fork of the call's audio, refusing bot audio (docs/design.md).
+    listen_only_agents: str = ""
+    #: Where a call answered for a listen-only agent goes on: a phone number or
+    #: ``sip:`` URI (``<Dial>``), or an http(s) URL of a document to continue with
+    #: (``<Redirect>``). Empty: the call goes on with nothing (it hangs up once the
+    #: document ends, so set this for any real use).
+    listen_continue: str = ""
 
     # --- pacing and ledger
     #: How far ahead of real time outbound audio may be sent to the provider.

@@ -20,6 +20,7 @@ __all__ = [
     "BotError",
     "CapacityError",
     "InvalidMessageError",
+    "ListenOnlyError",
     "LocalProtocolError",
     "MediaStreamError",
     "MessageTooBigError",
@@ -125,6 +126,11 @@ class LocalProtocolError(ProtocolError):
     """We used the protocol wrongly (a command in the wrong state): a bug of ours."""
 
     close_code = 1011
+
+
+class ListenOnlyError(LocalProtocolError):
+    """The bot tried to send into a listen-only stream (audio or DTMF): such a stream
+    (``<Start><Stream>``, Plivo ``bidirectional="false"``) plays nothing back."""
 
 
 class AuthenticationError(MediaStreamError):

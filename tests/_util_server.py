@@ -131,6 +131,10 @@ class FakeProvider:
     ws: ClientConnection | None = None
     seq: int = 0
     chunk: int = 0
+    #: The tracks the stream carries (a both-tracks fork: ("inbound", "outbound")).
+    tracks: tuple[str, ...] = ("inbound",)
+    #: Chunk counters of tracks other than inbound (each track numbers its own).
+    other_chunks: dict[str, int] = field(default_factory=dict)
     received: list[dict[str, Any]] = field(default_factory=list)
     audio: bytearray = field(default_factory=bytearray)
     _pump: asyncio.Task[None] | None = None
@@ -173,7 +177,7 @@ class FakeProvider:
                     "accountSid": "AC" + "0" * 32,
                     "streamSid": self.stream_id,
                     "callSid": self.call_id,
-                    "tracks": ["inbound"],
+                    "tracks": list(self.tracks),
                     "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
                     "customParameters": dict(self.params),
                 },
@@ -207,7 +211,7 @@ class FakeProvider:
                 "callId": self.call_id,
                 "streamId": self.stream_id,
                 "accountId": "MAXXXXXXXXXXXXXXXXXX",
-                "tracks": ["inbound"],
+                "tracks": list(self.tracks),
                 "mediaFormat": {"encoding": content, "sampleRate": self.sample_rate},
             },
         }
@@ -215,16 +219,20 @@ class FakeProvider:
             message["extra_headers"] = ";".join(f"{k}={v}" for k, v in self.params.items())
         return message
 
-    def media(self, payload: bytes) -> dict[str, Any]:
+    def media(self, payload: bytes, track: str = "inbound") -> dict[str, Any]:
         self.seq += 1
-        self.chunk += 1
+        if track == "inbound":
+            self.chunk += 1
+            chunk = self.chunk
+        else:
+            chunk = self.other_chunks[track] = self.other_chunks.get(track, 0) + 1
         b64 = base64.b64encode(payload).decode()
-        ts = str((self.chunk - 1) * 20)
+        ts = str((chunk - 1) * 20)
         if self.provider == "twilio":
             return {
                 "event": "media",
                 "sequenceNumber": str(self.seq),
-                "media": {"track": "inbound", "chunk": str(self.chunk), "timestamp": ts,
+                "media": {"track": track, "chunk": str(chunk), "timestamp": ts,
                           "payload": b64},
                 "streamSid": self.stream_id,
             }
@@ -233,15 +241,15 @@ class FakeProvider:
                 "event": "media",
                 "sequence_number": str(self.seq),
                 "stream_id": self.stream_id,
-                "media": {"track": "inbound", "chunk": str(self.chunk), "timestamp": ts,
+                "media": {"track": track, "chunk": str(chunk), "timestamp": ts,
                           "payload": b64},
             }
         return {
             "event": "media",
             "sequenceNumber": self.seq,
             "streamId": self.stream_id,
-            "media": {"track": "inbound", "timestamp": str(1705312200000 + int(ts)),
-                      "chunk": self.chunk, "payload": b64},
+            "media": {"track": track, "timestamp": str(1705312200000 + int(ts)),
+                      "chunk": chunk, "payload": b64},
         }
 
     def dtmf(self, digit: str) -> dict[str, Any]:

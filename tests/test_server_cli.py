@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from _util_server import FakeProvider, scaled, ulaw_payload
 
+from mediastream.agents import registry_from_config
 from mediastream.config import Config
 from mediastream.server.cli import add_parser, config_from_args
 
@@ -41,6 +42,19 @@ def test_flags_overlay_the_environment_config() -> None:
 def test_bad_agent_flag_is_rejected() -> None:
     with pytest.raises(ValueError, match="NAME=SPEC"):
         config_from_args(_parse("--agent", "nope"), Config())
+
+
+def test_listen_only_flags() -> None:
+    base = Config(agents="a=echo", listen_only_agents="a")
+    args = _parse("--agent", "notes=echo", "--listen-only", "notes",
+                  "--listen-continue", "+15551230000")
+    config = config_from_args(args, base)
+    assert config.listen_only_agents == "a,notes"
+    assert config.listen_continue == "+15551230000"
+    assert registry_from_config(config).listen_only == {"a", "notes"}
+    bad = config_from_args(_parse("--listen-only", "ghost"), Config(bot="echo"))
+    with pytest.raises(ValueError, match="ghost"):
+        registry_from_config(bad)
 
 
 class _Process:

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, Literal, TypeAlias
 
 __all__ = [
+    "LISTEN_ONLY",
     "AudioCleared",
     "AudioReceived",
     "CallInfo",
@@ -86,6 +87,13 @@ class Capabilities:
     #: The provider acknowledges a clear with a message of its own (Plivo
     #: ``clearedAudio``); elsewhere pending marks come back instead.
     clear_acknowledged: bool = False
+    #: The stream plays what the bot sends. False on a listen-only stream
+    #: (``<Start><Stream>``, Plivo ``bidirectional="false"``): nothing may be sent.
+    send_audio: bool = True
+
+
+#: What a listen-only stream carries from the bot: nothing.
+LISTEN_ONLY = Capabilities(send_dtmf=False, marks=False, clear=False, send_audio=False)
 
 
 #: μ-law at 8 kHz: Twilio's only format, and the default elsewhere.

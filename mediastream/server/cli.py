@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Any
 
-from mediastream.agents import BotLoadError, parse_agent_option
+from mediastream.agents import parse_agent_option
 from mediastream.config import Config
 
 __all__ = ["add_parser", "config_from_args", "run"]
@@ -61,6 +61,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="a named agent (repeatable); calls pick it by path /ws/<provider>/NAME or "
         "an 'agent' custom parameter",
     )
+    parser.add_argument(
+        "--listen-only",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="make agent NAME (from --agent) listen-only (repeatable): its answer documents "
+        "fork both tracks of the call to it and the call goes on to --listen-continue",
+    )
+    parser.add_argument(
+        "--listen-continue",
+        metavar="TARGET",
+        help="where a listen-only agent's call goes on: a number or sip: URI to dial, or "
+        "an http(s) URL of a document to continue with",
+    )
     parser.add_argument("--public-url", help="https:// URL providers reach this server at")
     parser.add_argument("--tls-cert", metavar="PEM", help="serve TLS: certificate chain file")
     parser.add_argument("--tls-key", metavar="PEM", help="serve TLS: private key file")
@@ -97,6 +111,8 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
     for text in args.agent:
         name, spec = parse_agent_option(text)
         agents.append(f"{name}={spec}")
+    listen_only = [config.listen_only_agents] if config.listen_only_agents else []
+    listen_only += args.listen_only
     changes: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -106,6 +122,8 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
         "tls_key": args.tls_key,
         "workers": args.workers,
         "agents": ",".join(agents) if args.agent else None,
+        "listen_only_agents": ",".join(listen_only) if args.listen_only else None,
+        "listen_continue": args.listen_continue,
         "batch_resampling": args.batch_resampling,
         "fast_frames": args.fast_frames,
     }
@@ -138,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         registry = registry_from_config(config)
-    except BotLoadError as exc:
+    except ValueError as exc:  # BotLoadError, or a listen-only name that is no agent
         print(f"mediastream serve: {exc}", file=sys.stderr)
         return 2
     try:

@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl
 from mediastream.call import CallEnded, CallEvent
 from mediastream.errors import BotError, Outcome, StreamTimeoutError
 from mediastream.protocols.events import (
+    LISTEN_ONLY,
     CallInfo,
     Command,
 )
@@ -231,6 +232,7 @@ class MediaConnection:
         self.info = info = host.check_stream_start(
             info, protocol, query=self._query, headers=self._headers)
         runner = host.agents.resolve(info, self._agent)
+        listen_only = host.agents.is_listen_only(info, self._agent)
         host.admit()
         self._admitted = True
         if self._start_timer is not None:
@@ -242,10 +244,11 @@ class MediaConnection:
             info, self, bot_sample_rate=config.bot_sample_rate, bot_frame_ms=config.bot_frame_ms,
             playout_lead=config.playout_lead,
             mark_interval=config.mark_interval, reorder_window=config.reorder_window, now=now,
-            mark_grace=config.mark_grace, idle_flush=config.idle_flush, batcher=host.batcher)
+            mark_grace=config.mark_grace, idle_flush=config.idle_flush, batcher=host.batcher,
+            listen_only=listen_only)
         self._stats = stats = StatsSync(host.metrics, info.provider)
         self._call = call = LiveCall(
-            info, session, protocol.capabilities, self, self.log,
+            info, session, LISTEN_ONLY if listen_only else protocol.capabilities, self, self.log,
             sample_rate=config.bot_sample_rate, max_events=config.bot_queue_frames,
             max_audio_s=config.max_bot_audio_s)
         self._writer = OutboundWriter(self._loop, self._socket, protocol, session, call, self.fail)
@@ -253,10 +256,11 @@ class MediaConnection:
             self._socket, protocol, session, call, stats, log=self.log, clock=self._loop.time,
             observe=host.metrics.frame_seconds.observe)
         self.log.info(
-            "call started: %s in=%s/%d out=%s/%d agent=%s", info.provider,
+            "call started: %s in=%s/%d out=%s/%d agent=%s%s", info.provider,
             info.inbound_format.encoding, info.inbound_format.sample_rate,
             info.outbound_format.encoding, info.outbound_format.sample_rate,
-            self._agent or info.agent or "-")
+            self._agent or info.agent or "-",
+            " listen-only tracks=" + ",".join(info.tracks) if listen_only else "")
         for event in (started.start, *started.early):
             if self._ending is not None:
                 break

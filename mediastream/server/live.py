@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from mediastream.call import Call, CallEnded, CallEvent, CallListener, DtmfPressed, InboundAudio
-from mediastream.errors import LocalProtocolError
+from mediastream.errors import ListenOnlyError, LocalProtocolError
 from mediastream.protocols.events import CallInfo, Capabilities, Command, SendDtmf
 
 from .log import CallLogger
@@ -253,6 +253,8 @@ class LiveCall(Call):
         Past ``max_audio_s`` queued ahead of playout the audio is refused and the call
         ends as a bot error (see the module docstring).
         """
+        if not self._capabilities.send_audio:
+            raise ListenOnlyError(self._listen_only_refusal("play audio"))
         if self._end is not None:
             return
         session = self._session
@@ -266,13 +268,15 @@ class LiveCall(Call):
 
     def end_utterance(self) -> None:
         """Flush the resampler tail and place the utterance's final mark."""
-        if self._end is not None:
+        if self._end is not None or not self._capabilities.send_audio:
             return
         self._session.end_utterance(self._loop.time())
 
     def clear(self) -> None:
-        """Barge-in: clear the provider's buffer now and drop audio not yet sent."""
-        if self._end is not None:
+        """Barge-in: clear the provider's buffer now and drop audio not yet sent.
+
+        On a listen-only stream nothing was sent: no clear goes to the provider."""
+        if self._end is not None or not self._capabilities.clear:
             return
         self._link.send_now(self._session.clear(self._loop.time()))
 
@@ -302,6 +306,8 @@ class LiveCall(Call):
         on the media socket (``capabilities.send_dtmf`` is False: Twilio, Telnyx; use
         their REST API) or for invalid digits.
         """
+        if not self._capabilities.send_audio:
+            raise ListenOnlyError(self._listen_only_refusal("send DTMF"))
         if not self._capabilities.send_dtmf:
             raise LocalProtocolError(
                 f"{self.info.provider} cannot send DTMF on the media socket (use its REST API)"
@@ -314,6 +320,12 @@ class LiveCall(Call):
     def capabilities(self) -> Capabilities:
         """What the provider's socket carries from the bot (DTMF, marks, clear)."""
         return self._capabilities
+
+    def _listen_only_refusal(self, what: str) -> str:
+        return (
+            f"call {self.info.call_id} is a listen-only {self.info.provider} stream: the bot "
+            f"cannot {what} (the answer document forks the call's audio to it)"
+        )
 
     async def hangup(self, reason: str = "bot") -> None:
         """End the call: provider REST hang-up when configured, then close with 1000."""

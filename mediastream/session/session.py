@@ -67,6 +67,7 @@ from mediastream.session.outbound import OutboundEncoder
 from mediastream.session.pacer import Pacer
 from mediastream.session.reorder import ReorderBuffer
 from mediastream.session.stats import SessionStats
+from mediastream.session.tracks import OtherTrack
 
 __all__ = ["CallSession", "SessionHost"]
 
@@ -151,6 +152,9 @@ class CallSession:
         idle_flush: seconds without bot audio (and with nothing left queued) after which
             the bot counts as paused and the tail is flushed, padded to a whole frame.
         batcher: runs the resampler steps (default: each at once, a batch of one).
+        listen_only: the stream is a listen-only fork: its non-inbound track (what the
+            caller hears) is the other party, delivered as ``InboundAudio(track="other")``
+            (session/tracks.py). Otherwise that track is our own playback and ignored.
 
     Raises:
         UnsupportedDataError: a codec, rate or channel count the session cannot handle.
@@ -177,6 +181,7 @@ class CallSession:
         "_key_mode",
         "_last_send",
         "_ledger",
+        "_other",
         "_out_busy",
         "_out_now",
         "_out_step_s",
@@ -205,6 +210,7 @@ class CallSession:
         mark_grace: float = DEFAULT_MARK_GRACE,
         idle_flush: float = DEFAULT_IDLE_FLUSH,
         batcher: ResampleBatcher | None = None,
+        listen_only: bool = False,
     ) -> None:
         if mark_interval <= 0:
             raise ValueError(f"mark_interval must be > 0, got {mark_interval}")
@@ -223,6 +229,13 @@ class CallSession:
         self._pacer = Pacer(playout_lead, FRAME_S, self.stats)
         self._ledger = PlayoutLedger(call.call_id, self.stats, mark_grace)
         self._reorder = ReorderBuffer(reorder_window, FRAME_S, self.stats)
+        #: The other party's track of a listen-only stream, on its own path.
+        self._other = (
+            OtherTrack(call.inbound_format, bot_sample_rate, self.stats, reorder_window,
+                       bot_frame_ms)
+            if listen_only
+            else None
+        )
         self._key_mode = 0
         self._frames_per_mark = max(1, round(mark_interval / FRAME_S))
         self._since_mark = 0
@@ -357,6 +370,9 @@ class CallSession:
             return
         track = event.track
         if track != "inbound" and not track.startswith("inbound"):
+            if self._other is not None:  # listen-only: the other party
+                self._on_other(event, now)
+                return
             # Our own playback (both_tracks streams): not the caller's audio.
             self.stats.frames_ignored += 1
             return
@@ -379,6 +395,16 @@ class CallSession:
         else:
             out = [*(out or ()), *self._reorder.push(key, event.payload, now)]
         self._do(out)
+
+    def _on_other(self, event: AudioReceived, now: float) -> None:
+        """The other party's audio: its own path, delivered at once (session/tracks.py).
+
+        It does not wait behind the caller's work: the tracks are independent streams."""
+        assert self._other is not None
+        self.stats.frames_other_in += 1
+        frames = self._other.receive(event, now)
+        if frames:
+            self._host.deliver(frames)
 
     def _feed(self, item: bytes | None) -> None:
         """One payload (or FILL) into the inbound path: frames now, or a step out."""
@@ -521,6 +547,8 @@ class CallSession:
             return
         self._in_done = True
         out = self._inbound.flush()
+        if self._other is not None:
+            out += self._other.finish()
         out.append(CallEnded(end.reason))
         if self._events:
             out[:0] = self._take_events()
@@ -672,6 +700,11 @@ class CallSession:
             self._do([events])
         if self._reorder.holding and not self._in_busy and not self._in_work:
             self._do(self._reorder.expire(now))
+        other = self._other
+        if other is not None and other.deadline is not None and not self._in_done:
+            frames = other.expire(now)
+            if frames:
+                self._host.deliver(frames)
         return commands
 
     def next_deadline(self) -> float | None:
@@ -691,6 +724,10 @@ class CallSession:
         hold = self._reorder.deadline
         if hold is not None and (best is None or hold < best):
             best = hold
+        if self._other is not None:
+            hold = self._other.deadline
+            if hold is not None and (best is None or hold < best):
+                best = hold
         return best
 
     # ------------------------------------------------------------------ internals

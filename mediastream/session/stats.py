@@ -21,6 +21,8 @@ class SessionStats:
     frames_in: int = 0
     #: Media messages of other tracks (our own playback echoed back), ignored.
     frames_ignored: int = 0
+    #: Media messages of the other party's track of a listen-only stream (delivered).
+    frames_other_in: int = 0
     #: 20 ms bot frames delivered as :class:`~mediastream.call.InboundAudio`.
     bot_frames_in: int = 0
     #: Missing provider frames replaced by silence (a true gap in the sequence).
