@@ -379,4 +379,4 @@ def registry_from_config(config: Config) -> AgentRegistry:
 
 def listen_only_names(config: Config) -> frozenset[str]:
     """``config.listen_only_agents`` (comma-separated names) as a set."""
-    return frozenset(n.strip() for n in config.listen_only_agents.split(",") if n.strip())
+    return config.listen_only_names

@@ -162,6 +162,11 @@ class Config:
         """A copy with the given fields changed; ``None`` values are ignored."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+    @property
+    def listen_only_names(self) -> frozenset[str]:
+        """:attr:`listen_only_agents` as a set of names."""
+        return frozenset(n.strip() for n in self.listen_only_agents.split(",") if n.strip())
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         """Build a config from ``MEDIASTREAM_<FIELD>`` and the provider variables."""

@@ -541,3 +541,83 @@ async def test_telnyx_call_control_for_an_unknown_agent_hangs_up(server: Server)
         assert resp.status == 404
     assert not server.telnyx.calls[call_id]["alive"]
     assert [a for a, _ in server.telnyx.calls[call_id]["commands"]] == ["hangup"]
+
+
+# ------------------------------------------------------------------- listen-only agents
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("target", "shape"),
+    [("+15550001111", "Dial/Number"), ("sip:desk@pbx.example.com", "Dial/Sip"),
+     ("https://app.example.com/next.xml", "Redirect")],
+)
+async def test_listen_only_answers_fork_both_tracks_and_go_on(target: str, shape: str) -> None:
+    # Twilio <Start><Stream track="both_tracks"> (protocols.md §1.4): a fork, the TwiML
+    # goes on at once with the continuation.
+    async with running(listen_only_agents="support", listen_continue=target) as server:
+        path = "/twilio?agent=support"
+        form = _twilio_form()
+        status, doc = await _post(server, path, form, _twilio_headers(path, form))
+        assert status == 200
+        root = ET.fromstring(doc.encode("utf-8"))
+        assert [child.tag for child in root] == ["Start", shape.split("/")[0]]
+        stream = _stream(doc, "Start/Stream")
+        assert stream.attrib["track"] == "both_tracks"
+        assert urlsplit(stream.attrib["url"]).path == "/ws/twilio/support"
+        assert "_token" in _parameters(stream)
+        assert root.findtext(shape) == target
+        # A talking agent on the same server still gets <Connect><Stream>.
+        path = "/twilio?agent=sales"
+        status, doc = await _post(server, path, form, _twilio_headers(path, form))
+        assert _stream(doc).attrib["url"].endswith("/ws/twilio/sales")
+
+
+@pytest.mark.asyncio
+async def test_listen_only_texml_and_plivo_answers() -> None:
+    async with running(listen_only_agents="support", listen_continue="+15550001111") as server:
+        body = urlencode(_telnyx_form()).encode()
+        headers = {**_telnyx_headers(body), "Content-Type": "application/x-www-form-urlencoded"}
+        async with server.http.post(
+            server.base + "/telnyx?agent=support", data=body, headers=headers
+        ) as resp:
+            doc = await resp.text()
+        stream = _stream(doc, "Start/Stream")  # TeXML <Start><Stream> (protocols.md §2.4)
+        assert stream.attrib["track"] == "both_tracks"
+        assert not any(k.startswith("bidirectional") for k in stream.attrib)
+        assert ET.fromstring(doc.encode()).findtext("Dial/Number") == "+15550001111"
+
+        path = "/plivo?agent=support"
+        form = _plivo_form()
+        async with server.http.post(
+            server.base + path, data=form, headers=_plivo_headers("POST", path, form)
+        ) as resp:
+            doc = await resp.text()
+        # Plivo <Stream bidirectional="false" audioTrack="both"> (protocols.md §3.4):
+        # keepCallAlive false, so the <Dial> after it runs while the stream forks.
+        stream = _stream(doc, "Stream")
+        assert stream.attrib["bidirectional"] == "false"
+        assert stream.attrib["audioTrack"] == "both"
+        assert stream.attrib["keepCallAlive"] == "false"
+        assert urlsplit(stream.text or "").path == "/ws/plivo/support"
+        assert ET.fromstring(doc.encode()).findtext("Dial/Number") == "15550001111"
+
+
+@pytest.mark.asyncio
+async def test_listen_only_call_control_answer_streams_both_tracks_then_transfers() -> None:
+    async with running(listen_only_agents="support", listen_continue="+15550001111") as server:
+        call_id = server.telnyx.live_call(state="parked")
+        event = {"data": {"event_type": "call.initiated", "id": "evt-2", "payload": {
+            "call_control_id": call_id, "direction": "incoming", "from": "+15551230001",
+            "to": "+15559870002", "state": "parked"}, "record_type": "event"}}
+        body = json.dumps(event).encode()
+        headers = {**_telnyx_headers(body), "Content-Type": "application/json"}
+        async with server.http.post(
+            server.base + "/telnyx?agent=support", data=body, headers=headers
+        ) as resp:
+            assert resp.status == 200
+        (answer, sent), (transfer, moved) = server.telnyx.calls[call_id]["commands"]
+        assert (answer, transfer) == ("answer", "transfer")
+        assert sent["stream_track"] == "both_tracks"
+        assert not any(k.startswith("stream_bidirectional") for k in sent)
+        assert moved["to"] == "+15550001111"

@@ -16,6 +16,13 @@ well-formed document.
   bytes of ``[A-Za-z0-9]`` keys and values: entries outside that alphabet are dropped
   from ``extraHeaders`` (a leading ``+`` of a phone number is removed first) and travel
   in the stream URL's query string instead, which the protocol layer merges too.
+
+Listen-only agents (a fork of the call's audio while the call goes on) get
+:func:`twiml_start_stream` / :func:`texml_start_stream` (``<Start><Stream
+track="both_tracks">``, protocols.md §1.4, §2.4) or :func:`plivo_listen_stream`
+(``<Stream bidirectional="false" audioTrack="both" keepCallAlive="false">``, §3.4),
+followed by the continuation: ``<Dial>`` to a number or SIP URI, or ``<Redirect>`` to
+the URL of another document.
 """
 
 from __future__ import annotations
@@ -28,10 +35,13 @@ __all__ = [
     "MAX_PARAMETERS",
     "PLIVO_EXTRA_HEADERS_LIMIT",
     "plivo_extra_headers",
+    "plivo_listen_stream",
     "plivo_stream",
     "texml_connect_stream",
+    "texml_start_stream",
     "twiml_connect_stream",
     "twiml_dial",
+    "twiml_start_stream",
     "xml_text",
 ]
 
@@ -131,6 +141,101 @@ def plivo_stream(
     root = ET.Element("Response")
     stream = ET.SubElement(root, "Stream", _attributes(attributes))
     stream.text = xml_text(url)
+    return _serialize(root)
+
+
+def _start_stream(
+    attributes: dict[str, str],
+    parameters: Mapping[str, str],
+    status_callback: str | None,
+    continue_with: str,
+    flavour: str,
+) -> str:
+    """``<Start><Stream track="both_tracks">`` then the continuation: TwiML and TeXML."""
+    attributes["track"] = "both_tracks"
+    if status_callback:
+        attributes["statusCallback"] = status_callback
+        attributes["statusCallbackMethod"] = "POST"
+    root = ET.Element("Response")
+    stream = ET.SubElement(ET.SubElement(root, "Start"), "Stream", _attributes(attributes))
+    for name, value in parameters.items():
+        ET.SubElement(stream, "Parameter", {"name": xml_text(name), "value": xml_text(value)})
+    _continuation(root, continue_with, flavour)
+    return _serialize(root)
+
+
+def _continuation(root: ET.Element, target: str, flavour: str) -> None:
+    """Where the call goes on once the fork started: ``<Redirect>`` to a document URL,
+    else ``<Dial>`` to a number (``<Number>``) or a SIP URI (``<Sip>``; Plivo ``<User>``).
+    Nothing for an empty target: the call ends with the document."""
+    target = target.strip()
+    if not target:
+        return
+    if target.startswith(("https://", "http://")):
+        ET.SubElement(root, "Redirect").text = xml_text(target)
+        return
+    dial = ET.SubElement(root, "Dial")
+    if target.startswith("sip:"):
+        child = ET.SubElement(dial, "User" if flavour == "plivo" else "Sip")
+    else:
+        child = ET.SubElement(dial, "Number")
+        if flavour == "plivo" and target.startswith("+"):
+            target = target[1:]  # Plivo writes numbers without the '+' (§3.4 examples)
+    child.text = xml_text(target)
+
+
+def twiml_start_stream(
+    url: str,
+    parameters: Mapping[str, str],
+    *,
+    continue_with: str = "",
+    status_callback: str | None = None,
+) -> str:
+    """TwiML forking both tracks of the call to ``url`` (listen-only), then going on
+    with ``continue_with`` (see :func:`_continuation`)."""
+    return _start_stream({"url": url}, parameters, status_callback, continue_with, "twiml")
+
+
+def texml_start_stream(
+    url: str,
+    parameters: Mapping[str, str],
+    *,
+    codec: str = "PCMU",
+    continue_with: str = "",
+    status_callback: str | None = None,
+) -> str:
+    """TeXML forking both tracks of the call to ``url`` (listen-only: no bidirectional
+    attributes), then going on with ``continue_with``."""
+    attributes = {"url": url, "codec": codec}
+    return _start_stream(attributes, parameters, status_callback, continue_with, "texml")
+
+
+def plivo_listen_stream(
+    url: str,
+    *,
+    content_type: str,
+    extra_headers: str = "",
+    continue_with: str = "",
+    status_callback: str | None = None,
+) -> str:
+    """Plivo XML forking both tracks to ``url`` (``bidirectional="false"
+    audioTrack="both"``; ``keepCallAlive="false"`` so the next element runs at once),
+    then going on with ``continue_with``."""
+    attributes = {
+        "bidirectional": "false",
+        "keepCallAlive": "false",
+        "audioTrack": "both",
+        "contentType": content_type,
+    }
+    if extra_headers:
+        attributes["extraHeaders"] = extra_headers
+    if status_callback:
+        attributes["statusCallbackUrl"] = status_callback
+        attributes["statusCallbackMethod"] = "POST"
+    root = ET.Element("Response")
+    stream = ET.SubElement(root, "Stream", _attributes(attributes))
+    stream.text = xml_text(url)
+    _continuation(root, continue_with, "plivo")
     return _serialize(root)
 
 

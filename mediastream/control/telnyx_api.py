@@ -25,8 +25,16 @@ class TelnyxStreamOptions:
     url: str
     codec: str = "PCMU"
     sample_rate: int = 8000
+    #: Fork both tracks, nothing played back (a listen-only agent).
+    listen_only: bool = False
 
     def fields(self) -> dict[str, Any]:
+        if self.listen_only:
+            return {
+                "stream_url": self.url,
+                "stream_track": "both_tracks",
+                "stream_codec": self.codec,
+            }
         return {
             "stream_url": self.url,
             "stream_track": "inbound_track",

@@ -37,9 +37,12 @@ from .documents import (
     MAX_PARAMETERS,
     MAX_VALUE_LENGTH,
     plivo_extra_headers,
+    plivo_listen_stream,
     plivo_stream,
     texml_connect_stream,
+    texml_start_stream,
     twiml_connect_stream,
+    twiml_start_stream,
 )
 from .requests import HttpRequest, mount_prefix
 from .rest import ProviderAPIError
@@ -339,9 +342,12 @@ class ControlHandlers:
             ordered["to"] = callee
         ordered.update(forwarded_parameters(query))
         ordered.update(params)
+        listen_only = agent is not None and agent in self.config.listen_only_names
+        continue_with = self.config.listen_continue
         logger.info(
-            "%s answer call=%s agent=%s from=%s to=%s",
+            "%s answer call=%s agent=%s from=%s to=%s%s",
             provider, call_id or "-", agent or "-", caller or "-", callee or "-",
+            f" listen-only, then {continue_with or 'nothing'}" if listen_only else "",
         )
         return answer_document(
             self.config, provider, incoming.origin, call_id=call_id, agent=agent,
@@ -382,13 +388,25 @@ class ControlHandlers:
                 query[name] = value
         query.update(forwarded_parameters(incoming.query))
         url = stream_url(incoming.origin, "telnyx", agent=agent, query=query)
+        listen_only = agent is not None and agent in self.config.listen_only_names
         options = TelnyxStreamOptions(
             url,
             codec=self.config.telnyx_call_control_codec,
             sample_rate=self.config.telnyx_call_control_sample_rate,
+            listen_only=listen_only,
         )
         try:
             await telnyx.answer(call_control_id, stream=options)
+            target = self.config.listen_continue.strip()
+            if listen_only and target and not target.startswith(("https://", "http://")):
+                # Call Control has no documents: the call goes on by a transfer, which
+                # keeps the A leg's stream (the fork) running.
+                await telnyx.transfer(call_control_id, target)
+            elif listen_only and target:
+                logger.warning(
+                    "telnyx call=%s: a Call Control call cannot continue with a document "
+                    "(%s); only a number or sip: URI can be dialled", call_control_id, target,
+                )
         except (ProviderAPIError, ControlUnavailable) as exc:
             logger.error("telnyx call=%s: answer failed: %s", call_control_id, exc)
             raise RequestRefused(502, "answering the call failed") from None
@@ -447,11 +465,25 @@ def answer_document(
     ordered = dict(parameters or {})
     token = stream_tokens(config).issue(provider, call_id)
     status = status_callback_url(config, origin, provider)
+    # A listen-only agent gets a fork of both tracks, then the call goes on with
+    # config.listen_continue (documents.py).
+    listen_only = agent is not None and agent in config.listen_only_names
+    continue_with = config.listen_continue
     if provider == "twilio":
         url = stream_url(origin, "twilio", agent=agent)
+        if listen_only:
+            return twiml_start_stream(
+                url, {**ordered, "_token": token}, continue_with=continue_with,
+                status_callback=status,
+            )
         return twiml_connect_stream(url, {**ordered, "_token": token}, status_callback=status)
     if provider == "telnyx":
         url = stream_url(origin, "telnyx", agent=agent, query={"token": token})
+        if listen_only:
+            return texml_start_stream(
+                url, {**ordered, "_token": token}, codec=config.telnyx_texml_codec,
+                continue_with=continue_with, status_callback=status,
+            )
         return texml_connect_stream(
             url,
             {**ordered, "_token": token},
@@ -467,6 +499,14 @@ def answer_document(
         logger.info(
             "plivo call=%s: parameters %s not alphanumeric or over 512 bytes: sent in the "
             "stream URL query only", call_id or "-", ", ".join(dropped),
+        )
+    if listen_only:
+        return plivo_listen_stream(
+            url,
+            content_type=config.plivo_content_type,
+            extra_headers=extra,
+            continue_with=continue_with,
+            status_callback=status,
         )
     return plivo_stream(
         url,
