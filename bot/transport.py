@@ -27,6 +27,15 @@ What it does differently from Pipecat's websocket transports, and why:
   (``call.hangup()``: provider REST when configured, else close; idempotent).
 * When the call ends from the far side the transport fires ``on_client_disconnected`` and
   cancels the pipeline: nobody is left to talk to.
+* **Both tracks of a listen-only call as tagged frames.** On a listen-only call
+  (``call.listen_only``: a both-tracks fork for transcription, agent assist, analytics)
+  every input frame is a ``UserAudioRawFrame`` whose ``user_id`` is the track:
+  ``"caller"`` or ``"other"`` (the other party). Tagged frames rather than two input
+  streams because a Pipecat pipeline has one input transport and one frame order: one
+  stream keeps the two voices on one timeline, is Pipecat's own convention for several
+  speakers on one transport (Daily tags each participant's audio the same way), and a
+  bot that wants them apart splits or filters on ``user_id``
+  (:func:`bot.tracks.only_track`). A talking call keeps plain ``InputAudioRawFrame``s.
 
 Event handlers: ``on_client_connected(transport, call)``, ``on_client_disconnected(transport,
 call)``, where ``call`` is the :class:`~mediastream.call.Call`.
@@ -68,6 +77,7 @@ from pipecat.frames.frames import (
     StartFrame,
     SystemFrame,
     TTSStoppedFrame,
+    UserAudioRawFrame,
 )
 from pipecat.pipeline.pipeline import PipelineSink
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
@@ -248,9 +258,15 @@ class MediaStreamInputTransport(BaseInputTransport):
         call = self._call
         output = self._transport.output()
         rate = call.sample_rate
+        tagged = call.listen_only  # both tracks: frames say whose voice (module doc)
         while True:
             event = await call.receive()
             if isinstance(event, InboundAudio):
+                if tagged:
+                    await self.push_audio_frame(UserAudioRawFrame(
+                        audio=event.pcm, sample_rate=rate, num_channels=1, user_id=event.track
+                    ))
+                    continue
                 await self.push_audio_frame(
                     InputAudioRawFrame(audio=event.pcm, sample_rate=rate, num_channels=1)
                 )

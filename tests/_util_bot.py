@@ -30,7 +30,7 @@ from mediastream.call import (
 )
 from mediastream.errors import LocalProtocolError
 from mediastream.protocols import protocol_for
-from mediastream.protocols.events import PCMU_8K, CallInfo, Capabilities
+from mediastream.protocols.events import LISTEN_ONLY, PCMU_8K, CallInfo, Capabilities
 
 ASSETS = Path(__file__).resolve().parent.parent / "bot" / "assets"
 
@@ -84,6 +84,8 @@ class MemoryCall(Call):
     clears: list[float] = field(default_factory=list)
     dtmf_sent: list[str] = field(default_factory=list)
     hangups: list[tuple[str, float]] = field(default_factory=list)
+    #: A listen-only call (both tracks, nothing sent back), as LiveCall makes one.
+    listening: bool = False
 
     def __post_init__(self) -> None:
         self._events: asyncio.Queue[CallEvent] = asyncio.Queue()
@@ -106,9 +108,9 @@ class MemoryCall(Call):
 
     # ---------------------------------------------------------------- caller side
 
-    def feed(self, pcm: bytes) -> None:
+    def feed(self, pcm: bytes, track: str = "caller") -> None:
         for chunk in frames_of(pcm, self.sample_rate):
-            self._put(InboundAudio(chunk, self.sample_rate))
+            self._put(InboundAudio(chunk, self.sample_rate, track=track))
 
     async def feed_realtime(self, pcm: bytes) -> None:
         """Feed 20 ms frames at real-time pace, as a provider does."""
@@ -202,6 +204,8 @@ class MemoryCall(Call):
     @property
     def capabilities(self) -> Capabilities:
         # What the provider's own protocol class declares, as on a live call.
+        if self.listening:
+            return LISTEN_ONLY
         return protocol_for(self.info.provider).capabilities
 
     async def hangup(self, reason: str = "bot") -> None:

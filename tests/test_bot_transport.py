@@ -30,6 +30,7 @@ from pipecat.frames.frames import (
     OutputDTMFFrame,
     TextFrame,
     TTSStoppedFrame,
+    UserAudioRawFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -38,6 +39,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from bot import echo
 from bot.tones import DTMF_FREQUENCIES, dtmf_tone
+from bot.tracks import only_track
 from bot.transport import MediaStreamTransport, pipecat_runner
 from mediastream.call import DtmfPressed
 from mediastream.protocols.events import CallInfo
@@ -477,3 +479,59 @@ async def test_a_failing_call_ends_the_pipeline_instead_of_hanging(
         await asyncio.wait_for(bot, scaled(5))
     assert any("stopped receiving" in r.getMessage() and "CA-test" in r.getMessage()
                for r in caplog.records)
+
+
+# ------------------------------------------------------------------ listen-only calls
+
+
+@pytest.mark.asyncio
+async def test_a_listen_only_call_gives_the_pipeline_both_tracks_as_tagged_frames() -> None:
+    # issue 14: the bridge exposes both tracks of a listen-only call as
+    # UserAudioRawFrame(user_id="caller" | "other") on the one input stream.
+    call = MemoryCall(listening=True)
+    async with Harness(call) as h:
+        call.feed(tone(440, 0.06, 16000))
+        call.feed(tone(1000, 0.04, 16000), track="other")
+        await until(lambda: len(h.recorder.of(InputAudioRawFrame)) == 5)
+        frames = [s.frame for s in h.recorder.of(InputAudioRawFrame)]
+        assert all(isinstance(f, UserAudioRawFrame) for f in frames)
+        users = [f.user_id for f in frames]  # type: ignore[attr-defined]
+        assert users == ["caller"] * 3 + ["other"] * 2
+        assert b"".join(f.audio for f in frames[3:]) == tone(1000, 0.04, 16000)  # type: ignore[attr-defined]
+    assert call.sent == [] and call.clears == []
+
+
+@pytest.mark.asyncio
+async def test_only_track_keeps_one_voice() -> None:
+    call = MemoryCall(listening=True)
+    transport = MediaStreamTransport(call)
+    recorder = Recorder()
+    worker = PipelineWorker(
+        Pipeline([transport.input(), only_track("other"), recorder]),
+        params=PipelineParams(audio_in_sample_rate=16000), enable_rtvi=False,
+        enable_turn_tracking=False, idle_timeout_secs=None,
+    )
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    task = asyncio.create_task(runner.run())
+    try:
+        await until(lambda: bool(recorder.seen))  # StartFrame went by
+        call.feed(tone(440, 0.04, 16000))
+        call.feed(tone(1000, 0.06, 16000), track="other")
+        call.press("5")
+        await until(lambda: len(recorder.of(InputDTMFFrame)) == 1)
+        frames = [s.frame for s in recorder.of(InputAudioRawFrame)]
+        assert [f.user_id for f in frames] == ["other"] * 3  # type: ignore[attr-defined]
+    finally:
+        call.end("test over")
+        await asyncio.wait_for(task, scaled(10))
+
+
+@pytest.mark.asyncio
+async def test_a_talking_call_keeps_plain_input_frames() -> None:
+    call = MemoryCall()
+    async with Harness(call) as h:
+        call.feed(tone(440, 0.04, 16000))
+        await until(lambda: len(h.recorder.of(InputAudioRawFrame)) == 2)
+        assert not any(isinstance(s.frame, UserAudioRawFrame)
+                       for s in h.recorder.of(InputAudioRawFrame))
