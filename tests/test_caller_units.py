@@ -21,6 +21,7 @@ from mediastream.caller.dialects import (
     ServerOther,
     TelnyxCaller,
     TwilioCaller,
+    dialect_for,
     new_identity,
 )
 from mediastream.caller.faults import Fault, FaultPlan, parse_fault
@@ -400,3 +401,30 @@ async def test_the_ticker_spreads_calls_over_phases_and_keeps_each_on_its_20_ms_
     t0 = min(m.dues[0] for m in members)
     offsets = sorted(round(((m.dues[0] - t0) % 0.02) * 1000, 6) for m in members)
     assert offsets == [p * 20 / PHASES for p in range(PHASES) for _ in range(2)]
+
+
+@pytest.mark.parametrize("provider", ["twilio", "telnyx", "plivo"])
+def test_both_tracks_number_each_track_on_its_own(provider: str) -> None:
+    # A both-tracks fork (Twilio <Start><Stream track="both_tracks">, §1.2): start lists
+    # both tracks; media alternate inbound/outbound, each with its own chunk counter,
+    # one sequence counter for all.
+    ids = new_identity(provider)  # type: ignore[arg-type]
+    d = dialect_for(provider)(ids, PCMU, PCMU, {}, ("inbound", "outbound"))
+    start = json.loads(d.opening(1_700_000_000_000)[-1])
+    if provider != "telnyx":  # Telnyx's start carries no tracks list (§2.2)
+        assert start["start"]["tracks"] == ["inbound", "outbound"]
+    sent = [json.loads(d.media(PAYLOAD, 20 * (i // 2), "outbound" if i % 2 else "inbound"))
+            for i in range(4)]
+    assert [m["media"]["track"] for m in sent] == ["inbound", "outbound"] * 2
+    assert [int(m["media"]["chunk"]) for m in sent] == [1, 1, 2, 2]
+    seq = "sequence_number" if provider == "telnyx" else "sequenceNumber"
+    assert [int(m[seq]) for m in sent] == [2, 3, 4, 5]
+    # Our own protocol layer reads each track's frames as that track's.
+    from mediastream.protocols import AudioReceived, protocol_for
+
+    protocol = protocol_for(provider)
+    for message in d.opening(1_700_000_000_000):
+        protocol.receive(message.decode())
+    events = [protocol.receive(json.dumps(m))[0] for m in sent]
+    assert [(e.track, e.chunk) for e in events if isinstance(e, AudioReceived)] == [
+        ("inbound", 1), ("outbound", 1), ("inbound", 2), ("outbound", 2)]

@@ -227,7 +227,7 @@ def _parse_plivo(root: ET.Element, base_url: str) -> StreamTarget:
         warnings: list[str] = []
         url = _ws_url(raw, base_url)
         bidirectional = (verb.get("bidirectional") or "false").lower() == "true"
-        if verb.get("keepCallAlive", "false").lower() != "true":
+        if bidirectional and verb.get("keepCallAlive", "false").lower() != "true":
             warnings.append("keepCallAlive is not true: Plivo would continue the XML at once")
         content_type = verb.get("contentType")
         fmt: MediaFormat | None = None

@@ -29,10 +29,12 @@ from mediastream.protocols.events import MediaFormat
 
 __all__ = [
     "FRAME_MS",
+    "OTHER_PARTY_HZ",
     "ProbeConfig",
     "SendPlan",
     "decode",
     "encode",
+    "other_party_frames",
     "probe_plan",
     "read_wav",
     "speech_plan",
@@ -147,6 +149,21 @@ def _frames_b64(pcm: Int16Array, fmt: MediaFormat) -> tuple[list[bytes], Int16Ar
             b64 = cache[raw] = base64.b64encode(raw)
         frames.append(b64)
     return frames, decode(encoded, fmt)
+
+
+#: The other party of a both-tracks call (``--tracks both``) is a steady tone at this
+#: frequency: outside the probe set, so each track is told apart by its spectrum alone.
+OTHER_PARTY_HZ = 2200
+
+
+def other_party_frames(fmt: MediaFormat, seconds: float) -> list[bytes]:
+    """The outbound track of a both-tracks stream (what the caller hears from the far
+    end of a ``<Dial>``): ``OTHER_PARTY_HZ`` at a quarter of full scale, base64 per frame."""
+    spf = fmt.sample_rate * FRAME_MS // 1000
+    n = round(seconds * 1000 / FRAME_MS) * spf
+    t = np.arange(n) / fmt.sample_rate
+    pcm = np.round(0.25 * 32767 * np.sin(2 * np.pi * OTHER_PARTY_HZ * t)).astype(np.int16)
+    return _frames_b64(pcm, fmt)[0]
 
 
 def probe_plan(fmt: MediaFormat, seconds: float, config: ProbeConfig | None = None) -> SendPlan:

@@ -79,6 +79,9 @@ def add_parser(subparsers: Any) -> None:
                    help="start the WAV S seconds into the call (after a bot's greeting)")
     p.add_argument("--codec", choices=("pcmu", "pcma", "l16"), default="pcmu")
     p.add_argument("--rate", type=int, choices=(8000, 16000), default=8000)
+    p.add_argument("--tracks", choices=("inbound", "both"), default="inbound",
+                   help="both: stream a both-tracks fork, the other party (a steady "
+                        "2200 Hz tone) on the outbound track beside the caller's audio")
     p.add_argument("--params", nargs="+", action="extend", default=[], metavar="K=V",
                    help="custom stream parameters (customParameters / extra_headers)")
     p.add_argument("--dtmf", default="", metavar="D@S,...",
@@ -161,7 +164,7 @@ def main(args: argparse.Namespace) -> int:
             rate=args.rate, params=params,
             faults=faults, dtmf=dtmf, probe=probe, record_dir=args.record, secret=secret,
             limits=limits, progress=progress, ssl_context=context,
-            connect_timeout=args.timeout, seed=args.seed,
+            connect_timeout=args.timeout, seed=args.seed, tracks=args.tracks,
         )
 
     async def interleaved() -> list[list[RunReport]]:

@@ -160,6 +160,8 @@ def _b64(payload: object) -> bytes | None:
 class _Counters:
     sequence: int = 0
     chunk: int = 0
+    #: Chunks of the outbound track (each track numbers its own, protocols.md §1.2).
+    other_chunk: int = 0
 
 
 class CallerDialect(ABC):
@@ -167,7 +169,9 @@ class CallerDialect(ABC):
 
     ``inbound`` is the format the provider sends (the caller's voice), ``outbound`` the
     format it expects back. ``parameters`` are the custom parameters the answer document
-    (or the user) attached to the stream.
+    (or the user) attached to the stream. ``tracks`` is ``("inbound",)`` or, for a
+    both-tracks fork, ``("inbound", "outbound")``: then :meth:`media` also sends the
+    outbound track (what the caller hears), numbered on its own.
     """
 
     provider: ClassVar[ProviderName]
@@ -180,13 +184,18 @@ class CallerDialect(ABC):
         inbound: MediaFormat,
         outbound: MediaFormat,
         parameters: Mapping[str, str] | None = None,
+        tracks: tuple[str, ...] = ("inbound",),
     ) -> None:
         self.identity = identity
         self.inbound = inbound
         self.outbound = outbound
         self.parameters: dict[str, str] = dict(parameters or {})
+        self.tracks = tracks
         self._n = _Counters()
         self._template = self._media_template()
+        self._other_template = self._template.replace(
+            b'"track":"inbound"', b'"track":"outbound"'
+        )
 
     # -- provider -> server
 
@@ -198,12 +207,16 @@ class CallerDialect(ABC):
     def _media_template(self) -> bytes:
         """A ``%``-template with slots (sequence, chunk, timestamp, payload)."""
 
-    def media(self, payload_b64: bytes, timestamp: int) -> bytes:
-        """One ``media`` message carrying ``payload_b64`` (already base64, ASCII)."""
+    def media(self, payload_b64: bytes, timestamp: int, track: str = "inbound") -> bytes:
+        """One ``media`` message carrying ``payload_b64`` (already base64, ASCII) on
+        ``track`` (``inbound``, or ``outbound`` on a both-tracks stream)."""
         n = self._n
         n.sequence += 1
-        n.chunk += 1
-        return self._template % (n.sequence, n.chunk, timestamp, payload_b64)
+        if track == "inbound":
+            n.chunk += 1
+            return self._template % (n.sequence, n.chunk, timestamp, payload_b64)
+        n.other_chunk += 1
+        return self._other_template % (n.sequence, n.other_chunk, timestamp, payload_b64)
 
     @abstractmethod
     def dtmf(self, digit: str) -> bytes:
@@ -328,7 +341,7 @@ class TwilioCaller(_MarkDialect):
                 "accountSid": ids.account_id,
                 "streamSid": ids.stream_id,
                 "callSid": ids.call_id,
-                "tracks": ["inbound"],
+                "tracks": list(self.tracks),
                 "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
                 "customParameters": self.parameters,
             },
@@ -450,11 +463,12 @@ class PlivoCaller(CallerDialect):
         inbound: MediaFormat,
         outbound: MediaFormat,
         parameters: Mapping[str, str] | None = None,
+        tracks: tuple[str, ...] = ("inbound",),
     ) -> None:
         if inbound.encoding not in self._ENCODING:
             raise ValueError(f"Plivo streams μ-law or L16, not {inbound.encoding}")
         self._epoch_ms = 0
-        super().__init__(identity, inbound, outbound, parameters)
+        super().__init__(identity, inbound, outbound, parameters, tracks)
 
     def extra_headers(self) -> str:
         """``extraHeaders`` as Plivo forwards them: ``k=v`` pairs joined by ``;`` (§3.2)."""
@@ -470,7 +484,7 @@ class PlivoCaller(CallerDialect):
                 "callId": ids.call_id,
                 "streamId": ids.stream_id,
                 "accountId": ids.account_id,
-                "tracks": ["inbound"],
+                "tracks": list(self.tracks),
                 "mediaFormat": {
                     "encoding": self._ENCODING[self.inbound.encoding],
                     "sampleRate": self.inbound.sample_rate,
@@ -489,9 +503,9 @@ class PlivoCaller(CallerDialect):
             b'"extra_headers":' + headers + b"}"
         )
 
-    def media(self, payload_b64: bytes, timestamp: int) -> bytes:
+    def media(self, payload_b64: bytes, timestamp: int, track: str = "inbound") -> bytes:
         # Plivo's media timestamp is Unix epoch milliseconds (§3.2), not stream time.
-        return super().media(payload_b64, self._epoch_ms + timestamp)
+        return super().media(payload_b64, self._epoch_ms + timestamp, track)
 
     def dtmf(self, digit: str) -> bytes:
         return self._dump({

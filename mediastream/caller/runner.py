@@ -73,6 +73,7 @@ async def run_calls(
     connect_timeout: float = 10.0,
     halfopen_wait: float = 15.0,
     seed: int | None = None,
+    tracks: str = "inbound",
 ) -> RunReport:
     """Place ``calls`` simulated calls to ``url`` and measure them.
 
@@ -82,6 +83,8 @@ async def run_calls(
     """
     if provider not in PROVIDERS:
         raise ValueError(f"unknown provider {provider!r}; expected one of {PROVIDERS}")
+    if tracks not in ("inbound", "both"):
+        raise ValueError(f"tracks must be 'inbound' or 'both', not {tracks!r}")
     if calls < 1 or seconds <= 0 or ramp < 0:
         raise ValueError("calls must be >= 1, seconds > 0, ramp >= 0")
     scheme = url.split(":", 1)[0].lower()
@@ -120,6 +123,7 @@ async def run_calls(
         halfopen_wait=halfopen_wait,
         ssl_context=ssl_context,
         seed=seed,
+        tracks=tracks,
     )
     plans = PlanCache(settings)
     # Build the plan for the default format now: bad probe/WAV settings fail here, once.

@@ -29,7 +29,15 @@ from mediastream.protocols.events import Encoding, MediaFormat, ProviderName
 
 from .analysis import measure
 from .answer import AnswerError, StreamTarget, fetch_answer
-from .audio import FRAME_MS, ProbeConfig, SendPlan, probe_plan, speech_plan, write_wav
+from .audio import (
+    FRAME_MS,
+    ProbeConfig,
+    SendPlan,
+    other_party_frames,
+    probe_plan,
+    speech_plan,
+    write_wav,
+)
 from .connection import HandshakeFailed, WebSocketClient
 from .dialects import (
     CallerDialect,
@@ -85,6 +93,9 @@ class CallSettings:
     halfopen_wait: float = 15.0
     ssl_context: ssl.SSLContext | None = None
     seed: int | None = None
+    #: ``"inbound"``, or ``"both"``: a both-tracks fork whose outbound track (the other
+    #: party, a steady ``OTHER_PARTY_HZ`` tone) is streamed beside the caller's.
+    tracks: str = "inbound"
 
 
 def default_formats(
@@ -117,6 +128,14 @@ class PlanCache:
     def __init__(self, settings: CallSettings) -> None:
         self._settings = settings
         self._plans: dict[MediaFormat, SendPlan] = {}
+        self._others: dict[MediaFormat, list[bytes]] = {}
+
+    def other(self, fmt: MediaFormat) -> list[bytes]:
+        """The outbound track's frames of a both-tracks call (``tracks="both"``)."""
+        frames = self._others.get(fmt)
+        if frames is None:
+            frames = self._others[fmt] = other_party_frames(fmt, self._settings.seconds)
+        return frames
 
     def get(self, fmt: MediaFormat) -> SendPlan:
         plan = self._plans.get(fmt)
@@ -154,6 +173,8 @@ class SimulatedCall:
         self.conn: WebSocketClient | None = None
         self.dialect: CallerDialect | None = None
         self.plan: SendPlan | None = None
+        #: The outbound track's frames when the call streams both tracks.
+        self.other: list[bytes] | None = None
         self.target: StreamTarget | None = None
         self.j = 0  # next frame to send
         self.t_ref = 0.0
@@ -248,8 +269,11 @@ class SimulatedCall:
         inbound = target.inbound or inbound
         outbound = target.outbound or outbound
         params = {**target.parameters, **s.params}
-        self.dialect = dialect_for(s.provider)(identity, inbound, outbound, params)
+        both = s.tracks == "both"
+        tracks = ("inbound", "outbound") if both else ("inbound",)
+        self.dialect = dialect_for(s.provider)(identity, inbound, outbound, params, tracks)
         self.plan = self.plans.get(inbound)
+        self.other = self.plans.other(inbound) if both else None
         self._schedule_events()
 
         from websockets.uri import parse_uri
@@ -339,6 +363,10 @@ class SimulatedCall:
             self.send_times[j] = now
             self.lags[j] = now - due
             self._send_media(message, now)
+            other = self.other
+            if other is not None and j < len(other):
+                # The other party's frame of the same 20 ms, right behind the caller's.
+                self._send_media(dialect.media(other[j], j * FRAME_MS, "outbound"), now)
             self.j = j + 1
             for event in events:
                 if event.startswith("dtmf:"):
