@@ -136,6 +136,9 @@ class Config:
     #: Call Control stream codec (dial-out and Call Control answers): PCMU, PCMA or L16.
     telnyx_call_control_codec: str = "L16"
     telnyx_call_control_sample_rate: int = 16000
+    #: Telnyx L16 byte order: ``auto`` (decided per call from the audio, counted in
+    #: /metrics), or ``big``/``little`` to force it both ways (protocols.md §5.4).
+    telnyx_l16_byteorder: str = "auto"
     #: How /dialout places Telnyx calls: ``texml`` (inline TeXML) or ``call_control``.
     telnyx_dialout_api: str = "texml"
     #: Plivo ``<Stream contentType>``, one format for both directions (protocols.md §3.4).

@@ -82,10 +82,16 @@ def opening(provider: str, vector: str, stream_id: str) -> tuple[list[str], dict
 
 
 def pair(
-    provider: str, vector: str, stream_id: str, **limits: int
+    provider: str, vector: str, stream_id: str, **limits: Any
 ) -> tuple[MediaStreamProtocol, MediaStreamProtocol]:
-    """(learning, full-parse-only) protocols, both started on the same stream."""
+    """(learning, full-parse-only) protocols, both started on the same stream.
+
+    Telnyx L16 is forced big-endian here: in "auto" every frame is parsed until the audio
+    decides the byte order (test_protocol_real_messages tests that), and these tests are
+    about the templates."""
     messages, options = opening(provider, vector, stream_id)
+    if provider == "telnyx" and "l16" in vector:
+        limits.setdefault("l16_byteorder", "big")
     fast = protocol_for(provider, **options, **limits)
     slow = protocol_for(provider, **options, **limits)
     slow._learn_budget = 0  # the private switch: never learn, always parse

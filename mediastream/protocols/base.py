@@ -190,6 +190,10 @@ class MediaStreamProtocol(ABC):
         format); above it :class:`MessageTooBigError` (1009).
     ``max_message_chars``
         Largest text frame accepted (default 256 KiB of characters).
+    ``l16_byteorder``
+        ``"auto"`` (default), ``"big"`` or ``"little"``: the L16 byte order where the
+        provider leaves it undocumented (Telnyx: decided from the audio unless forced,
+        see ``telnyx.py``). Other providers ignore it.
     """
 
     #: Name of the provider this class speaks.
@@ -218,9 +222,16 @@ class MediaStreamProtocol(ABC):
         outbound_format: MediaFormat | None = None,
         max_payload_ms: int = DEFAULT_MAX_PAYLOAD_MS,
         max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
+        l16_byteorder: str = "auto",
     ) -> None:
         if max_payload_ms <= 0 or max_message_chars <= 0:
             raise ValueError("max_payload_ms and max_message_chars must be positive")
+        if l16_byteorder not in ("auto", "big", "little"):
+            raise ValueError(f"l16_byteorder must be auto, big or little, not {l16_byteorder!r}")
+        self._l16_byteorder = l16_byteorder
+        #: The fast path stays off while the subclass inspects every media message
+        #: (Telnyx deciding its L16 byte order); its template waits parked.
+        self._inspecting = False
         self._state = State.IDLE
         self._failure: RemoteProtocolError | None = None
         self._call: CallInfo | None = None
@@ -387,7 +398,7 @@ class MediaStreamProtocol(ABC):
                 self._stream_id,
                 self._ts_origin,
             )
-            if self._dtmf_held:
+            if self._dtmf_held or self._inspecting:
                 self._parked_template = template
             else:
                 self._template = template
@@ -557,9 +568,13 @@ class MediaStreamProtocol(ABC):
             return []
         released: list[Event] = [held[2] for held in self._dtmf_held]
         self._dtmf_held.clear()
-        if self._parked_template is not None:
-            self._template, self._parked_template = self._parked_template, None
+        self._unpark()
         return released
+
+    def _unpark(self) -> None:
+        """Put the parked fast-path template back once nothing holds it off."""
+        if self._parked_template is not None and not self._dtmf_held and not self._inspecting:
+            self._template, self._parked_template = self._parked_template, None
 
     # ---------------------------------------------------------------------- start
 

@@ -41,7 +41,7 @@ def protocol_for(
     query: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
     outbound_format: MediaFormat | None = None,
-    **limits: int,
+    **options: Any,
 ) -> MediaStreamProtocol:
     """A new protocol object for ``provider`` (``"twilio"``, ``"telnyx"``, ``"plivo"``).
 
@@ -54,7 +54,7 @@ def protocol_for(
         raise ValueError(
             f"unknown provider {provider!r} (known: {', '.join(PROTOCOLS)})"
         ) from None
-    return cls(query=query, headers=headers, outbound_format=outbound_format, **limits)
+    return cls(query=query, headers=headers, outbound_format=outbound_format, **options)
 
 
 def _classify(data: dict[str, Any]) -> str | None:

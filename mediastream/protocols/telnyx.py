@@ -11,35 +11,52 @@ base64 of text, decoded into ``extra["client_state_text"]``.
 Out (``bidirectionalMode="rtp"``): ``media``, ``mark``, ``clear``. The stream id is
 optional on these and left out, as in Telnyx's examples.
 
-Codecs: PCMU/PCMA at 8 kHz and L16 at 8 or 16 kHz. L16 is network byte order
-(big-endian, RFC 3551 §4.5.11; protocols.md §5.4). The outbound format defaults to the
-inbound one; pass ``outbound_format`` when the answer document set a different
-``bidirectionalCodec``/``bidirectionalSamplingRate`` (Telnyx's own default for those is
-PCMU at 8 kHz whatever the inbound codec).
+Codecs: PCMU/PCMA at 8 kHz and L16 at 8 or 16 kHz. L16 should be network byte order
+(big-endian, RFC 3551 §4.5.11), but Telnyx does not document it and public bridges
+disagree (protocols.md §5.4), so by default (``l16_byteorder="auto"``) the order is
+decided per call from the audio (:class:`L16OrderDetector`): speech read in the wrong
+byte order is broadband noise, so the order whose samples move less from one to the next
+is the right one. Until a frame decides it (quiet frames cannot, and sound alike either
+way) audio is read big-endian; the decision then applies to the inbound audio and to what
+is sent back (each outbound L16 payload is byte-swapped when the detected order differs
+from the session's). ``"big"``/``"little"`` force an order both ways.
+
+The outbound format defaults to the inbound one; pass ``outbound_format`` when the
+answer document set a different ``bidirectionalCodec``/``bidirectionalSamplingRate``
+(Telnyx's own default for those is PCMU at 8 kHz whatever the inbound codec).
 """
 
 from __future__ import annotations
 
 import binascii
+import logging
+import sys
+from array import array
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from ._fields import obj, opt_obj, opt_str, req_str, str_list, string_map, text_value
 from ._state import Input
-from .base import FormatRule, MediaStreamProtocol, dumps
+from .base import _LEARN_ATTEMPTS, FormatRule, MediaStreamProtocol, dumps
 from .events import (
     PCMU_8K,
+    AudioReceived,
     CallInfo,
+    Command,
     DtmfReceived,
     Event,
     MediaFormat,
     ProviderErrorReported,
     ProviderName,
+    SendAudio,
     StreamConnected,
 )
 
-__all__ = ["TelnyxProtocol", "decode_client_state"]
+__all__ = ["L16OrderDetector", "TelnyxProtocol", "decode_client_state"]
+
+logger = logging.getLogger("mediastream.protocols")
+_NATIVE_BIG = sys.byteorder == "big"
 
 _AUTH_FIELD = "x-telnyx-streaming-auth-token"
 
@@ -65,6 +82,76 @@ class TelnyxProtocol(MediaStreamProtocol):
         "l16": FormatRule("l16", frozenset({8000, 16000}), "big"),
     }
     DEFAULT_FORMAT: ClassVar[MediaFormat] = PCMU_8K
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        #: The L16 byte order decided for this call and how: "detected", "forced" or
+        #: "default" (no frame decided it). None until known, or for G.711 calls.
+        self.l16_decision: tuple[str, str] | None = None
+        self._detector: L16OrderDetector | None = None
+        #: Outbound L16 payloads are byte-swapped (the detected order is not the
+        #: session's). Read by send().
+        self._swap_out = False
+
+    def _media_format(self, fmt: dict[str, Any], rate_key: str, where: str) -> MediaFormat:
+        chosen = super()._media_format(fmt, rate_key, where)
+        if chosen.encoding != "l16":
+            return chosen
+        if self._l16_byteorder == "auto":
+            self._detector = L16OrderDetector()
+            self._inspecting = True  # every media message goes through the detector
+            return chosen
+        self.l16_decision = (self._l16_byteorder, "forced")
+        return replace(chosen, byteorder=self._l16_byteorder)  # type: ignore[arg-type]
+
+    def _outbound_rule(self, fmt: MediaFormat) -> MediaFormat:
+        checked = super()._outbound_rule(fmt)
+        if checked.encoding == "l16" and self._l16_byteorder != "auto":
+            return replace(checked, byteorder=self._l16_byteorder)  # type: ignore[arg-type]
+        return checked
+
+    def _receive_media(self, data: dict[str, Any]) -> list[Event]:
+        events = super()._receive_media(data)
+        detector = self._detector
+        if detector is None:
+            return events
+        [audio] = events
+        assert isinstance(audio, AudioReceived)
+        order = detector.offer(audio.payload)
+        if order is None:
+            return events
+        self._detector = None
+        self._inspecting = False
+        how = "default" if detector.undecided else "detected"
+        self.l16_decision = (order, how)
+        logger.info(
+            "telnyx call %s: L16 byte order %s (%s after %d frames)",
+            self._call_id(), order, how, detector.frames,
+        )
+        if order != self._in_format.byteorder:
+            self._in_format = replace(self._in_format, byteorder=order)  # type: ignore[arg-type]
+            audio = replace(audio, format=self._in_format)
+            # The parked template carries the old format: learn a new one.
+            self._parked_template = None
+            self._learn_budget = _LEARN_ATTEMPTS
+        call = self._call
+        if call is not None and call.outbound_format.encoding == "l16":
+            self._swap_out = call.outbound_format.byteorder != order
+        self._unpark()
+        return [audio]
+
+    @property
+    def l16_order_in_use(self) -> tuple[str, str] | None:
+        """(order, how) for an L16 call: the decision, or ("big", "default") while the
+        audio has not decided it yet; ``None`` for a G.711 call."""
+        if self.l16_decision is not None:
+            return self.l16_decision
+        return ("big", "default") if self._detector is not None else None
+
+    def send(self, command: Command) -> list[str]:
+        if self._swap_out and type(command) is SendAudio:
+            command = SendAudio(swap16(command.payload))
+        return super().send(command)
 
     def _receive_connected(self, data: dict[str, Any]) -> list[Event]:
         # The AsyncAPI reference names the field connected.x-telnyx-streaming-auth-token;
@@ -174,3 +261,75 @@ def _press_time(occurred_at: str) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def swap16(payload: bytes) -> bytes:
+    """``payload`` (16-bit samples) with the two bytes of every sample swapped."""
+    if len(payload) & 1:
+        return payload  # not L16 samples; send() reports the odd count
+    samples = array("h")
+    samples.frombytes(payload)
+    samples.byteswap()
+    return samples.tobytes()
+
+
+class L16OrderDetector:
+    """Decide a stream's L16 byte order from its first frames of audio.
+
+    Speech is low-pass: consecutive samples are close. Read in the wrong byte order each
+    sample's noisy low byte becomes its high byte, and the signal is broadband noise at
+    full scale. So the statistic is the mean absolute difference between consecutive
+    samples, in each order: a frame decides when one order's is at least
+    :data:`MARGIN` times the other's and the larger is at least :data:`LOUD` (quiet
+    frames read nearly alike both ways and cannot tell). After :data:`MAX_FRAMES`
+    frames (about a second) without a decision the stream is taken as big-endian, RFC
+    3551's order, and :attr:`undecided` says so.
+    """
+
+    MARGIN = 4.0
+    LOUD = 256.0
+    MAX_FRAMES = 50
+
+    __slots__ = ("frames", "undecided")
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.undecided = False
+
+    def offer(self, payload: bytes) -> str | None:
+        """One payload in: ``"big"``/``"little"`` once decided, else ``None``."""
+        self.frames += 1
+        order = self.decide(payload)
+        if order is None and self.frames >= self.MAX_FRAMES:
+            self.undecided = True
+            return "big"
+        return order
+
+    @classmethod
+    def decide(cls, payload: bytes) -> str | None:
+        """The byte order ``payload`` reads as speech in, or ``None`` if it cannot tell."""
+        if len(payload) < 8 or len(payload) & 1:
+            return None
+        samples = array("h")
+        samples.frombytes(payload)  # native order
+        native = _roughness(samples)
+        samples.byteswap()
+        swapped = _roughness(samples)
+        big, little = (native, swapped) if _NATIVE_BIG else (swapped, native)
+        if max(big, little) < cls.LOUD:
+            return None
+        if big * cls.MARGIN <= little:
+            return "big"
+        if little * cls.MARGIN <= big:
+            return "little"
+        return None
+
+
+def _roughness(samples: array[int]) -> float:
+    """Mean absolute difference between consecutive samples."""
+    previous = samples[0]
+    total = 0
+    for value in samples:
+        total += abs(value - previous)
+        previous = value
+    return total / (len(samples) - 1)

@@ -75,6 +75,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="where a listen-only agent's call goes on: a number or sip: URI to dial, or "
         "an http(s) URL of a document to continue with",
     )
+    parser.add_argument(
+        "--telnyx-l16-byteorder",
+        choices=("auto", "big", "little"),
+        help="Telnyx L16 byte order: auto (default: decided per call from the audio, "
+        "counted in /metrics) or forced both ways",
+    )
     parser.add_argument("--public-url", help="https:// URL providers reach this server at")
     parser.add_argument("--tls-cert", metavar="PEM", help="serve TLS: certificate chain file")
     parser.add_argument("--tls-key", metavar="PEM", help="serve TLS: private key file")
@@ -124,6 +130,7 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
         "agents": ",".join(agents) if args.agent else None,
         "listen_only_agents": ",".join(listen_only) if args.listen_only else None,
         "listen_continue": args.listen_continue,
+        "telnyx_l16_byteorder": args.telnyx_l16_byteorder,
         "batch_resampling": args.batch_resampling,
         "fast_frames": args.fast_frames,
     }

@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl
 
 from mediastream.call import CallEnded, CallEvent
 from mediastream.errors import BotError, Outcome, StreamTimeoutError
+from mediastream.protocols import MediaStreamProtocol
 from mediastream.protocols.events import (
     LISTEN_ONLY,
     CallInfo,
@@ -75,9 +76,12 @@ class MediaConnection:
         self.info: CallInfo | None = None
         self._opening: StartPhase | None = StartPhase(
             provider, query=self._query, headers=headers,
-            max_message_size=config.max_message_size, log=self.log)
+            max_message_size=config.max_message_size, log=self.log,
+            l16_byteorder=config.telnyx_l16_byteorder)
         self._session: CallSession | None = None
         self._call: LiveCall | None = None
+        #: The provider protocol once the call started (read at the end for metrics).
+        self._protocol: MediaStreamProtocol | None = None
         self._reader: InboundReader | None = None
         self._writer: OutboundWriter | None = None
         self._bot: BotSupervisor | None = None
@@ -233,6 +237,7 @@ class MediaConnection:
             info, protocol, query=self._query, headers=self._headers)
         runner = host.agents.resolve(info, self._agent)
         listen_only = host.agents.is_listen_only(info, self._agent)
+        self._protocol = protocol
         host.admit()
         self._admitted = True
         if self._start_timer is not None:
@@ -411,6 +416,9 @@ class MediaConnection:
             return
         self._accounted = True
         self._host.metrics.calls.labels(self.provider, self._ending.outcome.value).inc()
+        decision = getattr(self._protocol, "l16_order_in_use", None)
+        if decision is not None:  # a Telnyx L16 call: which byte order, and how chosen
+            self._host.metrics.l16_byteorder.labels(*decision).inc()
         session = self._session
         if self._stats is not None and session is not None:
             self._stats.close(session.stats)

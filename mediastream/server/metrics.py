@@ -78,6 +78,13 @@ class ServerMetrics:
             ["provider", "outcome"],
             registry=r,
         )
+        self.l16_byteorder = Counter(
+            "mediastream_telnyx_l16_byteorder",
+            "Telnyx L16 calls by the byte order used and how it was chosen "
+            "(detected from the audio, forced by configuration, or default: undecided).",
+            ["order", "how"],
+            registry=r,
+        )
         self.rejected = Counter(
             "mediastream_upgrades_rejected",
             "Media WebSocket upgrades refused before the upgrade, by HTTP status.",

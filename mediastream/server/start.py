@@ -48,13 +48,16 @@ class StartPhase:
         headers: Mapping[str, str],
         max_message_size: int,
         log: CallLogger,
+        l16_byteorder: str = "auto",
     ) -> None:
         self._log = log
         self._receiver: MediaStreamProtocol | ProviderDetector = (
             protocol_for(provider, query=query, headers=headers,
-                         max_message_chars=max_message_size)
+                         max_message_chars=max_message_size, l16_byteorder=l16_byteorder)
             if provider is not None
-            else ProviderDetector(query=query, headers=headers, max_message_chars=max_message_size)
+            else ProviderDetector(query=query, headers=headers,
+                                  max_message_chars=max_message_size,
+                                  l16_byteorder=l16_byteorder)
         )
 
     def receive(self, message: str | bytes) -> Started | StreamStopped | None:
