@@ -32,12 +32,7 @@ from urllib.parse import parse_qsl
 
 from mediastream.call import CallEnded, CallEvent
 from mediastream.errors import BotError, Outcome, StreamTimeoutError
-from mediastream.protocols import MediaStreamProtocol
-from mediastream.protocols.events import (
-    LISTEN_ONLY,
-    CallInfo,
-    Command,
-)
+from mediastream.protocols.events import LISTEN_ONLY, CallInfo, Command
 from mediastream.session import CallSession
 
 from .ending import DISCONNECTED, SHUTDOWN, STOPPED, Ending
@@ -80,8 +75,6 @@ class MediaConnection:
             l16_byteorder=config.telnyx_l16_byteorder)
         self._session: CallSession | None = None
         self._call: LiveCall | None = None
-        #: The provider protocol once the call started (read at the end for metrics).
-        self._protocol: MediaStreamProtocol | None = None
         self._reader: InboundReader | None = None
         self._writer: OutboundWriter | None = None
         self._bot: BotSupervisor | None = None
@@ -237,7 +230,6 @@ class MediaConnection:
             info, protocol, query=self._query, headers=self._headers)
         runner = host.agents.resolve(info, self._agent)
         listen_only = host.agents.is_listen_only(info, self._agent)
-        self._protocol = protocol
         host.admit()
         self._admitted = True
         if self._start_timer is not None:
@@ -251,7 +243,7 @@ class MediaConnection:
             mark_interval=config.mark_interval, reorder_window=config.reorder_window, now=now,
             mark_grace=config.mark_grace, idle_flush=config.idle_flush, batcher=host.batcher,
             listen_only=listen_only)
-        self._stats = stats = StatsSync(host.metrics, info.provider)
+        self._stats = stats = StatsSync(host.metrics, info.provider, protocol)
         self._call = call = LiveCall(
             info, session, LISTEN_ONLY if listen_only else protocol.capabilities, self, self.log,
             sample_rate=config.bot_sample_rate, max_events=config.bot_queue_frames,
@@ -261,11 +253,10 @@ class MediaConnection:
             self._socket, protocol, session, call, stats, log=self.log, clock=self._loop.time,
             observe=host.metrics.frame_seconds.observe)
         self.log.info(
-            "call started: %s in=%s/%d out=%s/%d agent=%s%s", info.provider,
+            "call started: %s in=%s/%d out=%s/%d agent=%s", info.provider,
             info.inbound_format.encoding, info.inbound_format.sample_rate,
             info.outbound_format.encoding, info.outbound_format.sample_rate,
-            self._agent or info.agent or "-",
-            " listen-only tracks=" + ",".join(info.tracks) if listen_only else "")
+            self._agent or info.agent or "-")
         for event in (started.start, *started.early):
             if self._ending is not None:
                 break
@@ -416,9 +407,6 @@ class MediaConnection:
             return
         self._accounted = True
         self._host.metrics.calls.labels(self.provider, self._ending.outcome.value).inc()
-        decision = getattr(self._protocol, "l16_order_in_use", None)
-        if decision is not None:  # a Telnyx L16 call: which byte order, and how chosen
-            self._host.metrics.l16_byteorder.labels(*decision).inc()
         session = self._session
         if self._stats is not None and session is not None:
             self._stats.close(session.stats)

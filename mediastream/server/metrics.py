@@ -185,10 +185,12 @@ class ServerMetrics:
 class StatsSync:
     """Moves one call's :class:`SessionStats` increments into the server's counters."""
 
-    __slots__ = ("_children", "_last", "_last_clear", "_last_queue", "_metrics")
+    __slots__ = ("_children", "_last", "_last_clear", "_last_queue", "_metrics", "_protocol")
 
-    def __init__(self, metrics: ServerMetrics, provider: str) -> None:
+    def __init__(self, metrics: ServerMetrics, provider: str, protocol: Any = None) -> None:
         self._metrics = metrics
+        #: The call's protocol, asked at the end which L16 byte order it used (Telnyx).
+        self._protocol = protocol
         self._children: list[tuple[str, Any]] = [
             (field, getattr(metrics, attr).labels(provider)) for field, attr in _SYNCED
         ]
@@ -218,5 +220,9 @@ class StatsSync:
             self._last_clear = (clears, value)
 
     def close(self, stats: Any) -> None:
-        """Final sync; the call's queued frames leave the gauge."""
+        """Final sync; the call's queued frames leave the gauge; a Telnyx L16 call's byte
+        order (and how it was chosen) is counted."""
         self.sync(stats, 0)
+        decision = getattr(self._protocol, "l16_order_in_use", None)
+        if decision is not None:
+            self._metrics.l16_byteorder.labels(*decision).inc()

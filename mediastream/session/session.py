@@ -397,9 +397,8 @@ class CallSession:
         self._do(out)
 
     def _on_other(self, event: AudioReceived, now: float) -> None:
-        """The other party's audio: its own path, delivered at once (session/tracks.py).
-
-        It does not wait behind the caller's work: the tracks are independent streams."""
+        """The other party's audio: its own path, converted and delivered at once
+        (session/tracks.py); only events received before it go first."""
         assert self._other is not None
         self.stats.frames_other_in += 1
         frames = self._other.receive(event, now)
