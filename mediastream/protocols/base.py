@@ -20,6 +20,7 @@ import json
 import logging
 import re
 from abc import ABC, abstractmethod
+from array import array
 from binascii import a2b_base64, b2a_base64
 from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
@@ -253,6 +254,10 @@ class MediaStreamProtocol(ABC):
         self._in_format: MediaFormat = self.DEFAULT_FORMAT
         self._in_l16 = False
         self._out_l16 = False
+        #: Byte-swap outbound L16 payloads: set by a subclass that learnt the wire's
+        #: order differs from the one the session encodes (telnyx.py). Costs nothing to
+        #: G.711 calls: only checked behind ``_out_l16``.
+        self._out_swap = False
         self._max_payload_b64 = 0
         self._media_prefix = ""
         self._media_suffix = ""
@@ -680,8 +685,11 @@ class MediaStreamProtocol(ABC):
             payload = command.payload
             if len(payload) == 0:  # len(), not truth: a numpy array is bytes-like too
                 return []
-            if self._out_l16 and len(payload) & 1:
-                raise LocalProtocolError("SendAudio: odd byte count for 16-bit L16 audio")
+            if self._out_l16:
+                if len(payload) & 1:
+                    raise LocalProtocolError("SendAudio: odd byte count for 16-bit L16 audio")
+                if self._out_swap:  # the wire's byte order is not the encoder's (Telnyx)
+                    payload = swap16(payload)
             # One f-string: a single allocation for the frame, where + made two.
             return [
                 f"{self._media_prefix}{b2a_base64(payload, newline=False).decode()}"
@@ -727,6 +735,15 @@ class MediaStreamProtocol(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._state.name} call={self._call_id()}>"
+
+
+def swap16(payload: Any) -> bytes:
+    """``payload`` (bytes-like, 16-bit samples, even length) with the two bytes of every
+    sample swapped."""
+    samples = array("h")
+    samples.frombytes(payload)
+    samples.byteswap()
+    return samples.tobytes()
 
 
 def _positive_int(value: Any, where: str) -> int:

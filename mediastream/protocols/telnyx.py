@@ -43,13 +43,11 @@ from .events import (
     PCMU_8K,
     AudioReceived,
     CallInfo,
-    Command,
     DtmfReceived,
     Event,
     MediaFormat,
     ProviderErrorReported,
     ProviderName,
-    SendAudio,
     StreamConnected,
 )
 
@@ -89,9 +87,6 @@ class TelnyxProtocol(MediaStreamProtocol):
         #: "default" (no frame decided it). None until known, or for G.711 calls.
         self.l16_decision: tuple[str, str] | None = None
         self._detector: L16OrderDetector | None = None
-        #: Outbound L16 payloads are byte-swapped (the detected order is not the
-        #: session's). Read by send().
-        self._swap_out = False
 
     def _media_format(self, fmt: dict[str, Any], rate_key: str, where: str) -> MediaFormat:
         chosen = super()._media_format(fmt, rate_key, where)
@@ -136,7 +131,8 @@ class TelnyxProtocol(MediaStreamProtocol):
             self._learn_budget = _LEARN_ATTEMPTS
         call = self._call
         if call is not None and call.outbound_format.encoding == "l16":
-            self._swap_out = call.outbound_format.byteorder != order
+            # The session encodes in the start's order; the wire wants the detected one.
+            self._out_swap = call.outbound_format.byteorder != order
         self._unpark()
         return [audio]
 
@@ -147,11 +143,6 @@ class TelnyxProtocol(MediaStreamProtocol):
         if self.l16_decision is not None:
             return self.l16_decision
         return ("big", "default") if self._detector is not None else None
-
-    def send(self, command: Command) -> list[str]:
-        if self._swap_out and type(command) is SendAudio:
-            command = SendAudio(swap16(command.payload))
-        return super().send(command)
 
     def _receive_connected(self, data: dict[str, Any]) -> list[Event]:
         # The AsyncAPI reference names the field connected.x-telnyx-streaming-auth-token;
@@ -261,16 +252,6 @@ def _press_time(occurred_at: str) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
-
-
-def swap16(payload: bytes) -> bytes:
-    """``payload`` (16-bit samples) with the two bytes of every sample swapped."""
-    if len(payload) & 1:
-        return payload  # not L16 samples; send() reports the odd count
-    samples = array("h")
-    samples.frombytes(payload)
-    samples.byteswap()
-    return samples.tobytes()
 
 
 class L16OrderDetector:
