@@ -75,6 +75,11 @@ class PlivoProtocol(MediaStreamProtocol):
     #: media.timestamp is Unix epoch ms (protocols.md §3.2).
     EPOCH_TIMESTAMPS: ClassVar[bool] = True
 
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        #: Acknowledgements received for another stream (logged, ignored).
+        self._foreign_acks = 0
+
     def _receive_start(self, data: dict[str, Any]) -> list[Event]:
         start = obj(data.get("start"), "start")
         stream_id = req_str(start.get("streamId"), "start.streamId")
@@ -126,9 +131,14 @@ class PlivoProtocol(MediaStreamProtocol):
         sid = data.get(self.STREAM_KEY)
         if sid is None or sid == self._stream_id:
             return True
-        logger.warning(
-            "plivo call %s: %s for stream %.64r, not this stream's %r: ignored",
+        # A warning for the first one, debug after: a peer that always does it must not
+        # write a log line per checkpoint.
+        self._foreign_acks += 1
+        logger.log(
+            logging.WARNING if self._foreign_acks == 1 else logging.DEBUG,
+            "plivo call %s: %s for stream %.64r, not this stream's %r: ignored (%d so far)",
             self._call_id(), data.get("event"), text_value(sid), self._stream_id,
+            self._foreign_acks,
         )
         return False
 
