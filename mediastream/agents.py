@@ -48,6 +48,7 @@ __all__ = [
     "load_bot",
     "parse_agent_option",
     "registry_from_config",
+    "share_listen_only",
 ]
 
 #: The bot ``mediastream serve`` runs when none is given (written with Pipecat).
@@ -380,3 +381,14 @@ def registry_from_config(config: Config) -> AgentRegistry:
 def listen_only_names(config: Config) -> frozenset[str]:
     """``config.listen_only_agents`` (comma-separated names) as a set."""
     return config.listen_only_names
+
+
+def share_listen_only(config: Config, registry: AgentRegistry) -> Config:
+    """One answer to "does this agent only listen?" for a server's answer documents
+    (read from the config) and its calls (from the registry): both get the union of
+    their names. Returns the config to use; the registry is updated in place."""
+    names = registry.listen_only | config.listen_only_names
+    registry.listen_only = frozenset(names)
+    if names == config.listen_only_names:
+        return config
+    return config.with_overrides(listen_only_agents=",".join(sorted(names)))

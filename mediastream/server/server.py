@@ -42,7 +42,7 @@ from typing import Final
 
 from aiohttp import web
 
-from mediastream.agents import AgentRegistry, registry_from_config
+from mediastream.agents import AgentRegistry, registry_from_config, share_listen_only
 from mediastream.call import BotRunner
 from mediastream.config import Config
 from mediastream.control.clients import ProviderClients
@@ -113,15 +113,7 @@ class MediaStreamServer:
         self._agents = (
             registry_from_config(self._config) if bot is None else AgentRegistry.of(bot)
         )
-        listen_only = self._agents.listen_only | self._config.listen_only_names
-        if listen_only != self._config.listen_only_names:
-            # One answer for "does this agent only listen?": the registry's and the
-            # config's names together, for the answer documents and the calls alike.
-            self._config = self._config.with_overrides(
-                listen_only_agents=",".join(sorted(listen_only))
-            )
-        if listen_only != self._agents.listen_only:
-            self._agents.listen_only = frozenset(listen_only)
+        self._config = share_listen_only(self._config, self._agents)
         self._metrics = ServerMetrics(self._config.metrics_multiproc_dir)
         self._app = app
         self._sock = sock
