@@ -127,10 +127,25 @@ def plivo_stream(
     status_callback: str | None = None,
 ) -> str:
     """Plivo XML streaming the call both ways to ``url`` for as long as the socket lives."""
+    root = _plivo_stream_root(url, "true", "true", "inbound", content_type, extra_headers,
+                              status_callback)
+    return _serialize(root)
+
+
+def _plivo_stream_root(
+    url: str,
+    bidirectional: str,
+    keep_call_alive: str,
+    audio_track: str,
+    content_type: str,
+    extra_headers: str,
+    status_callback: str | None,
+) -> ET.Element:
+    """``<Response><Stream ...>url</Stream></Response>`` with these attributes."""
     attributes = {
-        "bidirectional": "true",
-        "keepCallAlive": "true",
-        "audioTrack": "inbound",
+        "bidirectional": bidirectional,
+        "keepCallAlive": keep_call_alive,
+        "audioTrack": audio_track,
         "contentType": content_type,
     }
     if extra_headers:
@@ -141,7 +156,7 @@ def plivo_stream(
     root = ET.Element("Response")
     stream = ET.SubElement(root, "Stream", _attributes(attributes))
     stream.text = xml_text(url)
-    return _serialize(root)
+    return root
 
 
 def _start_stream(
@@ -221,20 +236,8 @@ def plivo_listen_stream(
     """Plivo XML forking both tracks to ``url`` (``bidirectional="false"
     audioTrack="both"``; ``keepCallAlive="false"`` so the next element runs at once),
     then going on with ``continue_with``."""
-    attributes = {
-        "bidirectional": "false",
-        "keepCallAlive": "false",
-        "audioTrack": "both",
-        "contentType": content_type,
-    }
-    if extra_headers:
-        attributes["extraHeaders"] = extra_headers
-    if status_callback:
-        attributes["statusCallbackUrl"] = status_callback
-        attributes["statusCallbackMethod"] = "POST"
-    root = ET.Element("Response")
-    stream = ET.SubElement(root, "Stream", _attributes(attributes))
-    stream.text = xml_text(url)
+    root = _plivo_stream_root(url, "false", "false", "both", content_type, extra_headers,
+                              status_callback)
     _continuation(root, continue_with, "plivo")
     return _serialize(root)
 
