@@ -78,18 +78,28 @@ async def _served(bot: Any, **config: Any) -> AsyncIterator[App]:
             parameters={"plan": "gold"})
         return Response(document, media_type=telephony.answer_content_type("twilio"))
 
+    async with _uvicorn(app, telephony) as (port, server):
+        yield App(telephony, server, port)
+
+
+@asynccontextmanager
+async def _uvicorn(app: Any, *drained: Any, lifespan: str = "on"
+                   ) -> AsyncIterator[tuple[int, uvicorn.Server]]:
+    """``app`` under a real uvicorn on 127.0.0.1:<free port> (``serve_with_drain`` with
+    ``drained``), stopped afterwards; yields the port and the uvicorn server."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     started: asyncio.Future[uvicorn.Server] = asyncio.get_running_loop().create_future()
-    uv_config = uvicorn.Config(app, log_level="warning", lifespan="on")
-    task = asyncio.create_task(serve_with_drain(uv_config, telephony, sockets=[sock],
+    uv_config = uvicorn.Config(app, log_level="warning", lifespan=lifespan)
+    task = asyncio.create_task(serve_with_drain(uv_config, *drained, sockets=[sock],
                                                 started=started))
+    server: uvicorn.Server | None = None
     try:
         server = await asyncio.wait_for(started, scaled(10))
-        yield App(telephony, server, port)
+        yield port, server
     finally:
-        if not task.done():
+        if server is not None and not task.done():
             server.should_exit = True
         await asyncio.wait_for(task, scaled(20))
         sock.close()
@@ -255,23 +265,11 @@ async def test_the_readme_fastapi_example_serves_calls(monkeypatch: pytest.Monke
     exec(compile(block.split("```", 1)[0], "README:fastapi", "exec"), namespace)
     app, telephony = namespace["app"], namespace["telephony"]
     assert [r.path for r in app.routes if isinstance(r, Mount)] == [MOUNT]
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    started: asyncio.Future[uvicorn.Server] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve_with_drain(
-        uvicorn.Config(app, log_level="warning", lifespan="on"), telephony, sockets=[sock],
-        started=started))
-    server = await asyncio.wait_for(started, scaled(10))
-    try:
+    async with _uvicorn(app, telephony) as (port, _):
         mounted, own = await asyncio.wait_for(asyncio.gather(
             run_calls(f"http://127.0.0.1:{port}{MOUNT}/twilio", provider="twilio", seconds=1.0),
             run_calls(f"http://127.0.0.1:{port}/voice", provider="twilio", seconds=1.0),
         ), scaled(15))
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, scaled(20))
-        sock.close()
     for report in (mounted, own):
         _check_echo(report.calls[0])
 
@@ -284,15 +282,7 @@ async def test_one_state_shared_with_a_server_on_its_own_port() -> None:
         telephony = asgi_app(server=own)
         app = FastAPI()
         app.mount(MOUNT, telephony)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        started: asyncio.Future[uvicorn.Server] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(serve_with_drain(
-            uvicorn.Config(app, log_level="warning", lifespan="off"), sockets=[sock],
-            started=started))
-        server = await asyncio.wait_for(started, scaled(10))
-        try:
+        async with _uvicorn(app, lifespan="off") as (port, _):
             mounted, direct = await asyncio.wait_for(asyncio.gather(
                 run_calls(f"ws://127.0.0.1:{port}{MOUNT}/ws/twilio", provider="twilio",
                           seconds=1.0),
@@ -304,10 +294,6 @@ async def test_one_state_shared_with_a_server_on_its_own_port() -> None:
                 http.get(f"http://127.0.0.1:{own.port}/metrics") as response,
             ):
                 metrics = await response.text()
-        finally:
-            server.should_exit = True
-            await asyncio.wait_for(task, scaled(20))
-            sock.close()
     for report in (mounted, direct):
         _check_echo(report.calls[0])
     # Both calls, whichever socket they came in on, are the one server's.
@@ -331,16 +317,9 @@ async def test_dialout_through_the_mount_points_the_call_at_the_mounted_path() -
     telephony = asgi_app(config, echo_bot)
     app = FastAPI(lifespan=telephony.lifespan)
     app.mount(MOUNT, telephony)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    started: asyncio.Future[uvicorn.Server] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve_with_drain(
-        uvicorn.Config(app, log_level="warning", lifespan="on"), telephony, sockets=[sock],
-        started=started))
-    server = await asyncio.wait_for(started, scaled(10))
     try:
         async with (
+            _uvicorn(app, telephony) as (port, _),
             aiohttp.ClientSession() as http,
             http.post(f"http://127.0.0.1:{port}{MOUNT}/dialout",
                       json={"provider": "twilio", "to": "+15550001111", "from": "+15550002222"},
@@ -349,9 +328,6 @@ async def test_dialout_through_the_mount_points_the_call_at_the_mounted_path() -
             assert response.status == 201, await response.text()
             placed = await response.json()
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, scaled(20))
-        sock.close()
         await twilio.close()
     twiml = twilio.calls[placed["call_id"]]["twiml"]
     stream = ET.fromstring(twiml).find("./Connect/Stream")
