@@ -214,7 +214,7 @@ async def test_a_message_over_the_limit_is_closed_1009() -> None:
             await ws.send("x" * 5000)
             with pytest.raises(websockets.ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), scaled(5))
-            assert ws.close_code == 1009
+            assert ws.protocol.close_code == 1009
 
 
 @pytest.mark.asyncio
