@@ -174,6 +174,9 @@ class OutboundWriter:
             if self._timer_at <= deadline:
                 return
             timer.cancel()
+        self._arm(deadline)
+
+    def _arm(self, deadline: float) -> None:
         self._timer = self._loop.call_at(deadline, self._on_timer)
         self._timer_at = deadline
 
@@ -185,7 +188,6 @@ class OutboundWriter:
             # move): nothing is due, so only re-arm, without a poll.
             deadline = self._session.next_deadline()
             if deadline is not None and deadline > self._loop.time():
-                self._timer = self._loop.call_at(deadline, self._on_timer)
-                self._timer_at = deadline
+                self._arm(deadline)
                 return
         self.wake()

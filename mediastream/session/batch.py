@@ -144,7 +144,6 @@ class ResampleBatcher:
         "_probe_every",
         "_ready",
         "_scheduled",
-        "_turn",
         "frames",
         "products",
     )
@@ -165,12 +164,10 @@ class ResampleBatcher:
         self._max = max_batch
         self._batch_from = batch_from
         self._probe_every = probe_every
-        #: Moving average of the batched turns' frames per product; starts batching.
-        self._mean = float("inf")
+        #: Moving average of the batched turns' frames per product (None: no turn yet).
+        self._mean: float | None = None
         #: Steps still to convert at once before the next turn that batches.
         self._at_once = 0
-        #: (frames, products) of the turn being converted.
-        self._turn = [0, 0]
         self._in: dict[_Key, _Group] = {}
         self._out: dict[_Key, _Group] = {}
         self._ready: deque[tuple[Converted, bytes | Exception]] = deque()
@@ -224,18 +221,17 @@ class ResampleBatcher:
             self._defer(self._on_turn)
 
     def _on_turn(self) -> None:
-        turn = self._turn
+        frames, products = self.frames, self.products
         try:
             self.flush()  # steps submitted while it runs join it: no second callback
         finally:
             self._scheduled = False
-            frames, products = turn
-            turn[0] = turn[1] = 0
+            frames, products = self.frames - frames, self.products - products
             if self._batch_from is not None and products:
                 # The first measured turn sets the average; later ones move it.
                 size = frames / products
                 mean = self._mean
-                mean = size if mean == float("inf") else mean + _ALPHA * (size - mean)
+                mean = size if mean is None else mean + _ALPHA * (size - mean)
                 self._mean = mean
                 if mean < self._batch_from:
                     self._at_once = self._probe_every
@@ -298,9 +294,6 @@ class ResampleBatcher:
                     products += 1
         self.frames += frames
         self.products += products
-        turn = self._turn
-        turn[0] += frames
-        turn[1] += products
 
 
 def _convert_one(rs: StreamResampler, kind: Conversion, data: bytes) -> bytes | Exception:
