@@ -75,14 +75,24 @@ def _connect_stream(
     attributes: dict[str, str], parameters: Mapping[str, str], status_callback: str | None
 ) -> str:
     """``<Response><Connect><Stream>`` with ``<Parameter>`` children: TwiML and TeXML alike."""
+    return _serialize(_stream_in("Connect", attributes, parameters, status_callback))
+
+
+def _stream_in(
+    verb: str,
+    attributes: dict[str, str],
+    parameters: Mapping[str, str],
+    status_callback: str | None,
+) -> ET.Element:
+    """``<Response><{verb}><Stream>`` with ``<Parameter>`` children (TwiML, TeXML)."""
     if status_callback:
         attributes["statusCallback"] = status_callback
         attributes["statusCallbackMethod"] = "POST"
     root = ET.Element("Response")
-    stream = ET.SubElement(ET.SubElement(root, "Connect"), "Stream", _attributes(attributes))
+    stream = ET.SubElement(ET.SubElement(root, verb), "Stream", _attributes(attributes))
     for name, value in parameters.items():
         ET.SubElement(stream, "Parameter", {"name": xml_text(name), "value": xml_text(value)})
-    return _serialize(root)
+    return root
 
 
 def twiml_connect_stream(
@@ -168,13 +178,7 @@ def _start_stream(
 ) -> str:
     """``<Start><Stream track="both_tracks">`` then the continuation: TwiML and TeXML."""
     attributes["track"] = "both_tracks"
-    if status_callback:
-        attributes["statusCallback"] = status_callback
-        attributes["statusCallbackMethod"] = "POST"
-    root = ET.Element("Response")
-    stream = ET.SubElement(ET.SubElement(root, "Start"), "Stream", _attributes(attributes))
-    for name, value in parameters.items():
-        ET.SubElement(stream, "Parameter", {"name": xml_text(name), "value": xml_text(value)})
+    root = _stream_in("Start", attributes, parameters, status_callback)
     _continuation(root, continue_with, flavour)
     return _serialize(root)
 
