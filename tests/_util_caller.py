@@ -24,6 +24,8 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
+from mediastream.caller import CallReport
+
 Script = Callable[["Connection"], Awaitable[None]]
 
 
@@ -265,3 +267,16 @@ class EchoServer:
     def url(self, provider: str) -> str:
         scheme = "wss" if self.ssl is not None else "ws"
         return f"{scheme}://127.0.0.1:{self.port}/{provider}"
+
+
+def check_echo_call(call: CallReport) -> None:
+    """A simulated call to an echo bot went as it should: completed, every probe back,
+    nothing lost, no protocol error, and playout marks placed and acknowledged."""
+    assert not call.handshake_failed, call.failure
+    assert call.end == "completed", (call.end, call.close_code, call.close_reason)
+    assert call.probes > 0 and call.probes_returned == call.probes
+    assert call.lost_ms == 0
+    assert call.protocol_errors == 0, call.protocol_error_samples
+    # The server places playout marks/checkpoints; the caller acknowledges each once played.
+    assert call.marks_received > 0
+    assert call.marks_acknowledged >= call.marks_received - 1

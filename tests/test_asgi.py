@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 import aiohttp
 import pytest
 import websockets
-from _util_caller import scaled
+from _util_caller import check_echo_call, scaled
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -29,7 +29,7 @@ from fastapi import FastAPI, Request, Response
 
 from mediastream.asgi import MediaStreamASGI, asgi_app, serve_with_drain
 from mediastream.call import Call, CallEnded
-from mediastream.caller import CallReport, run_calls
+from mediastream.caller import run_calls
 from mediastream.config import Config, ProviderCredentials
 from mediastream.echo import echo_bot
 
@@ -105,15 +105,6 @@ async def _uvicorn(app: Any, *drained: Any, lifespan: str = "on"
         sock.close()
 
 
-def _check_echo(call: CallReport) -> None:
-    assert not call.handshake_failed, call.failure
-    assert call.end == "completed", (call.end, call.close_code, call.close_reason)
-    assert call.probes > 0 and call.probes_returned == call.probes
-    assert call.lost_ms == 0
-    assert call.protocol_errors == 0, call.protocol_error_samples
-    assert call.marks_received > 0
-
-
 @pytest.mark.asyncio
 async def test_signed_dial_in_through_the_mounted_webhooks_for_every_provider() -> None:
     _, secrets = _credentials()
@@ -134,7 +125,7 @@ async def test_signed_dial_in_through_the_mounted_webhooks_for_every_provider() 
             metrics = await response.text()
     for provider, report in zip(PROVIDERS, signed, strict=True):
         call = report.calls[0]
-        _check_echo(call)
+        check_echo_call(call)
         # The answer document pointed at the mounted media path.
         assert call.stream_url.startswith(f"ws://127.0.0.1:{app.base.rsplit(':', 1)[1]}"
                                           f"{MOUNT}/ws/{provider}"), call.stream_url
@@ -160,7 +151,7 @@ async def test_the_applications_own_answer_endpoint_gets_a_valid_stream() -> Non
         report = await asyncio.wait_for(run_calls(
             f"{app.base}/voice", provider="twilio", seconds=1.0, secret=secrets["twilio"]),
             scaled(15))
-    _check_echo(report.calls[0])
+    check_echo_call(report.calls[0])
     # The token was spent at start and never reaches the bot; the parameter does.
     assert seen == [{"plan": "gold"}]
 
@@ -271,7 +262,7 @@ async def test_the_readme_fastapi_example_serves_calls(monkeypatch: pytest.Monke
             run_calls(f"http://127.0.0.1:{port}/voice", provider="twilio", seconds=1.0),
         ), scaled(15))
     for report in (mounted, own):
-        _check_echo(report.calls[0])
+        check_echo_call(report.calls[0])
 
 
 @pytest.mark.asyncio
@@ -295,7 +286,7 @@ async def test_one_state_shared_with_a_server_on_its_own_port() -> None:
             ):
                 metrics = await response.text()
     for report in (mounted, direct):
-        _check_echo(report.calls[0])
+        check_echo_call(report.calls[0])
     # Both calls, whichever socket they came in on, are the one server's.
     assert 'mediastream_calls_total{outcome="stopped",provider="twilio"} 2.0' in metrics
     with pytest.raises(TypeError, match="either server="):

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _util_caller import scaled
+from _util_caller import check_echo_call, scaled
 
 from mediastream.call import Call, DtmfPressed, PlayoutStopped
 from mediastream.caller import CallReport, run_calls
@@ -35,23 +35,12 @@ async def _each_provider(url: str, **kwargs: Any) -> dict[str, CallReport]:
     return {p: r.calls[0] for p, r in zip(PROVIDERS, reports, strict=True)}
 
 
-def _check_echo(call: CallReport) -> None:
-    assert not call.handshake_failed, call.failure
-    assert call.end == "completed", (call.end, call.close_code, call.close_reason)
-    assert call.probes > 0 and call.probes_returned == call.probes
-    assert call.lost_ms == 0
-    assert call.protocol_errors == 0, call.protocol_error_samples
-    # The server places playout marks/checkpoints; the caller acknowledges each once played.
-    assert call.marks_received > 0
-    assert call.marks_acknowledged >= call.marks_received - 1
-
-
 @pytest.mark.asyncio
 async def test_echo_bot_over_direct_streams() -> None:
     async with _server(echo_bot) as server:
         calls = await _each_provider(f"ws://127.0.0.1:{server.port}/ws/{{p}}", seconds=2.0)
     for provider, call in calls.items():
-        _check_echo(call)
+        check_echo_call(call)
         assert call.frames_received >= 90, provider
 
 
@@ -79,7 +68,7 @@ async def test_signed_dial_in_through_the_answer_document() -> None:
         ), scaled(15))
     for report in signed:
         call = report.calls[0]
-        _check_echo(call)
+        check_echo_call(call)
         assert call.stream_url.startswith(f"ws://127.0.0.1:{server.port}/ws/")
     # Secure by default: no signature, no answer; no stream token, no stream.
     assert unsigned.handshake_failures == 1 and "HTTP 403" in (unsigned.calls[0].failure or "")
