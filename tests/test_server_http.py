@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -92,25 +94,31 @@ async def test_an_embedders_app_serves_form_posts_on_the_same_port() -> None:
     assert seen == [{"a": "1", "b": "two words"}]
 
 
+@asynccontextmanager
+async def _served_elsewhere(app: web.Application) -> AsyncIterator[int]:
+    """``app`` served by aiohttp on 127.0.0.1:<free port> (not the server's); the port."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
 @pytest.mark.asyncio
 async def test_mount_into_an_app_served_elsewhere() -> None:
     async with MediaStreamServer(server_config(), bot=echo_bot) as server:
         app = web.Application()
         mount(app, server, control=False)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        try:
-            async with (
-                aiohttp.ClientSession() as http,
-                http.get(f"http://127.0.0.1:{port}/metrics") as r,
-            ):
-                assert r.status == 200
-                assert "mediastream_active_calls" in await r.text()
-        finally:
-            await runner.cleanup()
+        async with (
+            _served_elsewhere(app) as port,
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/metrics") as r,
+        ):
+            assert r.status == 200
+            assert "mediastream_active_calls" in await r.text()
 
 
 @pytest.mark.asyncio
@@ -288,17 +296,10 @@ async def test_mount_with_control_routes_needs_to_know_where_the_media_goes() ->
     async with MediaStreamServer(public, bot=echo_bot) as server:
         app = web.Application()
         mount(app, server)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        try:
-            async with (
-                aiohttp.ClientSession() as http,
-                http.post(f"http://127.0.0.1:{port}/twilio", data={"CallSid": "CA1"}) as r,
-            ):
-                assert r.status == 200
-                assert 'url="wss://media.example.com/ws/twilio"' in await r.text()
-        finally:
-            await runner.cleanup()
+        async with (
+            _served_elsewhere(app) as port,
+            aiohttp.ClientSession() as http,
+            http.post(f"http://127.0.0.1:{port}/twilio", data={"CallSid": "CA1"}) as r,
+        ):
+            assert r.status == 200
+            assert 'url="wss://media.example.com/ws/twilio"' in await r.text()
