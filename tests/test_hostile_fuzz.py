@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from _util_reliability import scaled
 from _util_session import RecordedSession
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from mediastream.call import InboundAudio
@@ -200,6 +200,9 @@ def _status(written: bytes) -> int | None:
 @FUZZ_SETTINGS
 @given(data=request_bytes(), cuts=st.lists(st.integers(0, 10_000), max_size=12),
        max_head=st.sampled_from([64, 256, 16 * 1024]))
+# Found by this test in CI: a bare CR in an unfinished request line was refused (400)
+# only when a segment ended right after it; whole, the head waited for its timeout.
+@example(data=b"FEThealthz HTTP/1.\r\x00\x00\x00", cuts=[19], max_head=64)
 def test_fuzz_demux_decides_the_same_however_the_bytes_are_split(
     data: bytes, cuts: list[int], max_head: int
 ) -> None:

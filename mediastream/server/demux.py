@@ -243,6 +243,11 @@ def _plausible_prefix(buffer: bytearray) -> bool:
     if buffer.endswith(b"\r"):
         # The line's CR arrived, its LF not yet (a segment may end anywhere).
         return _REQUEST_LINE.fullmatch(bytes(buffer[:-1])) is not None
+    if b"\r" in buffer:
+        # A CR not followed by LF: no request line can contain it. Refused now, as it is
+        # when a segment happens to end right after it (the decision must not depend on
+        # where the bytes were split).
+        return False
     # An incomplete request line: "METHOD SP target SP" then a prefix of "HTTP/1.x".
     parts = bytes(buffer).split(b" ")
     if len(parts) > 3:
