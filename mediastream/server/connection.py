@@ -35,6 +35,7 @@ from mediastream.errors import BotError, Outcome, StreamTimeoutError
 from mediastream.protocols.events import LISTEN_ONLY, CallInfo, Command
 from mediastream.session import CallSession
 
+from .calls import CallRecord
 from .ending import DISCONNECTED, SHUTDOWN, STOPPED, Ending
 from .host import CallHost, CallSocket, SocketClosed
 from .live import LiveCall
@@ -81,8 +82,8 @@ class MediaConnection:
         self._stats: StatsSync | None = None
         self._ending: Ending | None = None
         self._finished: asyncio.Future[None] = self._loop.create_future()
-        self._flush_on_close = False
-        self._hangup_started = False
+        self._flush_on_close = self._hangup_started = False
+        self._record: CallRecord | None = None
         self._admitted = False
         self._accounted = False
         self._opened_at = self._loop.time()
@@ -249,9 +250,11 @@ class MediaConnection:
             sample_rate=config.bot_sample_rate, max_events=config.bot_queue_frames,
             max_audio_s=config.max_bot_audio_s)
         self._writer = OutboundWriter(self._loop, self._socket, protocol, session, call, self.fail)
+        self._record = record = host.calls.open(
+            info, self._agent, session, call, host.metrics.frame_seconds.observe)
         self._reader = InboundReader(
             self._socket, protocol, session, call, stats, log=self.log, clock=self._loop.time,
-            observe=host.metrics.frame_seconds.observe)
+            observe=record.observe)
         self.log.info(
             "call started: %s in=%s/%d out=%s/%d agent=%s", info.provider,
             info.inbound_format.encoding, info.inbound_format.sample_rate,
@@ -392,7 +395,7 @@ class MediaConnection:
         the audible latency of the calls it hits.
         """
         self._call = self._session = self._reader = self._writer = None
-        self._bot = self._stats = self._opening = None
+        self._bot = self._stats = self._opening = self._record = None
         self._socket.handler = None
 
     def _queued_frames(self) -> int:
@@ -412,5 +415,6 @@ class MediaConnection:
             self._stats.close(session.stats)
         if self._admitted:
             self._host.release()
+        self._host.calls.close(self._record, self._ending)
         log_call_end(self.log, self._ending, self._loop.time() - self._opened_at,
                       None if session is None else session.stats)

@@ -21,6 +21,7 @@ from mediastream.protocols.base import MediaStreamProtocol
 from mediastream.protocols.events import CallInfo
 from mediastream.session import ResampleBatcher
 
+from .calls import CallBook, CallDirectory
 from .metrics import ServerMetrics
 
 if TYPE_CHECKING:
@@ -40,6 +41,9 @@ class _Server(Protocol):
 
     @property
     def metrics(self) -> ServerMetrics: ...
+
+    #: This process's live and recently ended calls (``GET /calls``, the dashboard).
+    calls: CallBook
 
 
 class CallHost(_Server, Protocol):
@@ -84,6 +88,9 @@ class ServerState(_Server, Protocol):
     def media_connections(self) -> int: ...
 
     def add_control_routes(self, app: web.Application) -> None: ...
+
+    #: Where ``GET /calls`` reads its listing (default: this process's book).
+    call_directory: CallDirectory
 
 
 class SocketHandler(Protocol):

@@ -7,6 +7,8 @@ mounts them on its own app (or on the one it was given).
 * ``GET /healthz`` -- ``200 {"status": "ok", ...}``; ``503 {"status": "draining"}`` once
   shutdown began, so a load balancer stops sending new calls.
 * ``GET /metrics`` -- Prometheus exposition (see :mod:`mediastream.server.metrics`).
+* ``GET /calls``, ``/phone``, ``/dashboard`` -- live calls, the softphone and the
+  dashboard, under the access rule of :mod:`mediastream.server.access`.
 * the webhook and REST control routes of :mod:`mediastream.control`.
 * ``/ws...`` without a WebSocket upgrade -- ``426 Upgrade Required`` (RFC 9110 §15.5.22).
 """
@@ -19,6 +21,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .host import ServerState
+from .pages import add_page_routes
 from .routes import MEDIA_PREFIX, parse_media_path
 
 __all__ = ["HTTP_LOGGER", "add_routes", "health", "metrics", "mount", "mount_media_fallback"]
@@ -75,6 +78,7 @@ def add_routes(app: web.Application, server: ServerState, *, control: bool = Tru
     app[SERVER_KEY] = server
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
+    add_page_routes(app, server)
     if control:
         server.add_control_routes(app)
 

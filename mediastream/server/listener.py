@@ -22,7 +22,7 @@ from .demux import HandOver, HeadDemux, RequestHead
 from .routes import is_media_prefix
 from .websocket import MediaSocket, OnOpen, OnRequest
 
-__all__ = ["Listener"]
+__all__ = ["Listener", "address"]
 
 _ws_logger = logging.getLogger("mediastream.server.websocket")
 
@@ -126,3 +126,9 @@ class Listener:
         transport.set_protocol(media)
         media.connection_made(transport)
         media.data_received(data)
+
+
+def address(sock: socket.socket) -> str:
+    """``host:port`` of a listening socket (``[host]:port`` for IPv6), for logs."""
+    name = sock.getsockname()
+    return f"[{name[0]}]:{name[1]}" if sock.family == socket.AF_INET6 else f"{name[0]}:{name[1]}"

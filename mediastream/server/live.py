@@ -81,8 +81,10 @@ class LiveCall(Call):
         "_played_waiters",
         "_session",
         "_waiter",
+        "heard",
         "info",
         "sample_rate",
+        "spoken",
     )
 
     def __init__(
@@ -116,12 +118,17 @@ class LiveCall(Call):
         self._dropped = 0
         #: Dropped once it has been handed CallEnded: it gets nothing after that.
         self._listener: CallListener | None = None
+        #: The last batch handed to the bot and the last bot audio queued: the calls
+        #: book (:mod:`.calls`) reads levels off them when asked, nothing per frame.
+        self.heard: Iterable[CallEvent] = ()
+        self.spoken = b""
 
     # ---------------------------------------------------------------- server side
 
     def push(self, events: Iterable[CallEvent]) -> None:
         """Hand events to the bot (called by the connection's reader and writer): to its
         listener when it set one, else into the queue :meth:`receive` reads."""
+        self.heard = events
         queue = self._events
         for event in events:
             if type(event) is CallEnded:
@@ -263,6 +270,7 @@ class LiveCall(Call):
             if queued + len(pcm) / (2 * sample_rate) > self._max_audio_s:
                 self._link.on_bot_audio_overflow(queued, self._max_audio_s)
                 return
+        self.spoken = pcm
         # The session wakes the writer once there is something to send.
         session.send_audio(pcm, sample_rate, self._loop.time())
 

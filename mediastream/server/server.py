@@ -52,10 +52,11 @@ from mediastream.protocols.events import CallInfo
 from mediastream.session import ResampleBatcher
 
 from . import control
+from .calls import CallBook, CallDirectory, LocalDirectory
 from .connection import HANGUP_TIMEOUT_S, MediaConnection
 from .host import CallSocket
 from .http import HTTP_LOGGER, add_routes, mount_media_fallback
-from .listener import Listener
+from .listener import Listener, address
 from .metrics import ServerMetrics
 from .upgrade import answer_upgrade, request_headers
 from .websocket import MediaSocket
@@ -121,6 +122,8 @@ class MediaStreamServer:
         self._connections: set[MediaConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._calls = 0
+        self.calls = CallBook()
+        self.call_directory: CallDirectory = LocalDirectory(self.calls)
         self._runner: web.AppRunner | None = None
         self._listener: Listener | None = None
         self._port: int | None = None
@@ -244,7 +247,7 @@ class MediaStreamServer:
         self._port = int(self.sockets[0].getsockname()[1])
         logger.info(
             "listening on %s (media: /ws, /ws/{twilio,telnyx,plivo}[/<agent>]; bot agents: %s)",
-            ", ".join(_address(s) for s in self.sockets),
+            ", ".join(address(s) for s in self.sockets),
             ", ".join(self._agents.names) or "-",
         )
 
@@ -413,8 +416,3 @@ class MediaStreamServer:
                 connection.sync_metrics()
             except Exception:
                 connection.log.exception("housekeeping failed")
-
-
-def _address(sock: socket.socket) -> str:
-    name = sock.getsockname()
-    return f"[{name[0]}]:{name[1]}" if sock.family == socket.AF_INET6 else f"{name[0]}:{name[1]}"
