@@ -9,13 +9,21 @@ for lost packets) go back too, so the returned stream keeps the caller's timing.
 It consumes the call through :meth:`~mediastream.call.Call.set_listener`: each frame is
 sent back from the server's read callback, with no task wake-up per frame. A bot that
 needs to await things per frame iterates the call instead (``async for event in call``).
+
+Keys the caller presses are logged (INFO, with the call id): there is no audio to send
+back for them, and the log is how a test through ``mediastream serve`` -- the softphone's
+in a browser -- sees that a key reached the bot.
 """
 
 from __future__ import annotations
 
-from .call import Call, CallEvent, InboundAudio
+import logging
+
+from .call import Call, CallEvent, DtmfPressed, InboundAudio
 
 __all__ = ["echo_bot"]
+
+logger = logging.getLogger(__name__)
 
 
 async def echo_bot(call: Call) -> None:
@@ -25,6 +33,8 @@ async def echo_bot(call: Call) -> None:
     def on_event(event: CallEvent) -> None:
         if type(event) is InboundAudio:
             send(event.pcm, event.sample_rate)
+        elif type(event) is DtmfPressed:
+            logger.info("[call %s] echo bot: DTMF %s", call.info.call_id, event.digit)
 
     call.set_listener(on_event)
     await call.receive()  # nothing but the final CallEnded while a listener is set

@@ -142,6 +142,7 @@ class CallRecord:
             "clears": stats.clears,
             "marks_sent": stats.marks_sent,
             "marks_played": stats.marks_played,
+            "marks_timed_out": stats.marks_timed_out,
             "processing_p50_us": p50,
             "processing_p99_us": p99,
             "outcome": None,

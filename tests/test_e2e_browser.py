@@ -1,0 +1,210 @@
+"""The softphone and the dashboard in a real browser, against ``mediastream serve --bot echo``.
+
+Headless chromium (driven over CDP, tests/_util_browser.py) with a fake microphone
+playing tests/assets/tones.wav (440 Hz, then 880 Hz, in a loop) calls the server's media
+path in each provider's dialect and codec: the call connects, both tones come back
+through the echo bot and are heard (the page's playout measures each frame's frequency),
+marks are echoed and the server counts them as played by echo, DTMF keys reach the bot
+(its log line), and hanging up ends the call with 1000. Another test keeps /dashboard
+open while ``mediastream call`` places calls: they are listed, then listed as ended.
+
+Without chromium the module is skipped with one line (``make e2e`` installs it);
+``MEDIASTREAM_E2E=1`` (set by ``make e2e``) turns the skip into a failure.
+Screenshots land in ``MEDIASTREAM_SCREENSHOTS`` when set (``make e2e`` sets docs/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import sys
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _util_browser import Browser, browser, find_chromium
+from _util_timing import scaled
+
+CHROMIUM = find_chromium()
+if CHROMIUM is None:
+    if os.environ.get("MEDIASTREAM_E2E") == "1":
+        raise RuntimeError("MEDIASTREAM_E2E=1 but no chromium on PATH (make e2e installs it)")
+    pytest.skip("browser tests skipped: no chromium on PATH (make e2e installs it and runs "
+                "them)", allow_module_level=True)
+
+SHOTS = Path(os.environ["MEDIASTREAM_SCREENSHOTS"]) if os.environ.get(
+    "MEDIASTREAM_SCREENSHOTS") else None
+
+
+class Served:
+    """``mediastream serve --bot echo`` on 127.0.0.1, its port and its log lines."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self.port = 0
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        assert self.process.stderr is not None
+        stream = self.process.stderr
+        async with asyncio.timeout(scaled(60)):
+            while not self.port:
+                line = (await stream.readline()).decode(errors="replace")
+                if not line:
+                    raise RuntimeError("server exited:\n" + "".join(self.lines))
+                self.lines.append(line)
+                found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+                if found:
+                    self.port = int(found.group(1))
+        self._reader = asyncio.get_running_loop().create_task(self._read(stream))
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            self.lines.append(line.decode(errors="replace"))
+
+    async def wait_log(self, pattern: str, timeout: float = 10.0) -> str:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + scaled(timeout)
+        while loop.time() < deadline:
+            for line in self.lines:
+                if re.search(pattern, line):
+                    return line
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no log line matching {pattern!r}:\n" + "".join(self.lines[-30:]))
+
+    def calls(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/calls", timeout=5) as r:
+            listing: dict[str, Any] = json.load(r)
+        return listing
+
+
+@contextlib.asynccontextmanager
+async def served() -> AsyncIterator[Served]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for name in ("MEDIASTREAM_API_TOKEN", "TWILIO_AUTH_TOKEN", "TELNYX_PUBLIC_KEY",
+                 "PLIVO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", "TELNYX_API_KEY", "PLIVO_AUTH_ID"):
+        env.pop(name, None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mediastream", "serve", "--bot", "echo", "--host", "127.0.0.1",
+        "--port", "0", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env=env)
+    server = Served(process)
+    try:
+        await server.start()
+        yield server
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            async with asyncio.timeout(scaled(20)):
+                await process.wait()
+        if server._reader is not None:
+            server._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await server._reader
+
+
+def _heard(phone: dict[str, Any], hz: float, tolerance: float = 25.0) -> int:
+    """Frames the page heard within ``tolerance`` of ``hz``."""
+    return sum(n for key, n in phone["heard"]["hz"].items() if abs(float(key) - hz) <= tolerance)
+
+
+async def _one_call(chrome: Browser, server: Served, provider: str, codec: str,
+                    shot: Path | None = None) -> None:
+    page = await chrome.open(
+        f"http://127.0.0.1:{server.port}/phone?provider={provider}&codec={codec}"
+        f"&param.tenant=acme&autocall=1")
+    try:
+        await page.wait_for("window.phone && window.phone.state === 'live'", scaled(20))
+        call_id = await page.evaluate("window.phone.callId")
+        # Both tones of the microphone's WAV come back through the echo bot and are heard.
+        await page.wait_for(
+            "(() => { const h = window.phone.heard.hz; const near = (f) => Object.entries(h)"
+            ".filter(([k]) => Math.abs(k - f) <= 25).reduce((n, [, c]) => n + c, 0);"
+            " return near(440) >= 5 && near(880) >= 5; })()", scaled(20))
+        await page.evaluate("window.phoneControl.pressKey('5'); window.phoneControl.pressKey('#')")
+        await server.wait_log(rf"\[call {re.escape(call_id)}\] echo bot: DTMF 5")
+        await server.wait_log(rf"\[call {re.escape(call_id)}\] echo bot: DTMF #")
+        await page.wait_for("window.phone.marksEchoed >= 3", scaled(10))
+        [row] = [r for r in server.calls()["calls"] if r["call_id"] == call_id]
+        assert row["provider"] == provider and row["direction"] == "inbound"
+        assert row["inbound"].startswith(codec)
+        # The server resolved marks by the page's echoes, not by its clock fallback.
+        assert row["marks_played"] - row["marks_timed_out"] >= 1, row
+        if shot is not None:
+            await asyncio.sleep(4)  # a few seconds of the rolling chart
+            await page.screenshot(shot)
+        phone = await page.evaluate("window.phone")
+        assert phone["error"] is None, phone
+        assert _heard(phone, 440) >= 5 and _heard(phone, 880) >= 5, phone["heard"]
+        assert phone["framesSent"] > 50 and phone["mediaReceived"] > 25
+        print(f"{provider}/{codec}: mark played in {phone['markMs']} ms, bot talks over the "
+              f"caller after {phone['echoMs']} ms, underruns {phone['underruns']}")
+        await page.evaluate("window.phoneControl.hangup()")
+        await page.wait_for("window.phone.state === 'ended'", scaled(10))
+        assert await page.evaluate("window.phone.closeCode") == 1000
+        await server.wait_log(rf"\[call {re.escape(call_id)}\] call ended")
+        ended = {r["call_id"]: r for r in server.calls()["ended"]}
+        assert ended[call_id]["state"] == "ended"
+    finally:
+        await page.close()
+
+
+@pytest.mark.asyncio
+async def test_softphone_in_each_dialect_and_codec() -> None:
+    async with served() as server, browser(CHROMIUM) as chrome:
+        for provider, codec in (("twilio", "pcmu"), ("telnyx", "pcma"), ("telnyx", "l16"),
+                                ("plivo", "l16")):
+            shot = SHOTS / "phone.png" if SHOTS and provider == "twilio" else None
+            await _one_call(chrome, server, provider, codec, shot)
+
+
+async def _place_calls(port: int, calls: int, seconds: float) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mediastream", "call", "--provider", "telnyx", "--calls",
+        str(calls), "--seconds", str(seconds), "--quiet", f"ws://127.0.0.1:{port}/ws/telnyx",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+
+
+async def _finished(caller: asyncio.subprocess.Process) -> None:
+    async with asyncio.timeout(scaled(60)):
+        _, err = await caller.communicate()
+    assert caller.returncode == 0, err.decode()
+
+
+@pytest.mark.asyncio
+async def test_dashboard_lists_calls_then_their_end() -> None:
+    async with served() as server, browser(CHROMIUM) as chrome:
+        page = await chrome.open(f"http://127.0.0.1:{server.port}/dashboard")
+        await page.wait_for("window.dashboard && window.dashboard.polls >= 1", scaled(20))
+        assert await page.evaluate("window.dashboard.error") is None
+        # Two short calls come and go ...
+        await _finished(await _place_calls(server.port, 2, 2))
+        await page.wait_for("window.dashboard.listing.ended.length === 2", scaled(10))
+        # ... then three longer ones are listed while they last.
+        caller = await _place_calls(server.port, 3, 5)
+        try:
+            await page.wait_for("window.dashboard.listing.calls.length === 3", scaled(20))
+            rows = await page.evaluate("document.querySelectorAll('#live tbody tr').length")
+            assert rows == 3
+            if SHOTS:
+                await asyncio.sleep(1.5)  # a poll with levels and durations in
+                await page.screenshot(SHOTS / "dashboard.png")
+            listed = await page.evaluate("window.dashboard.listing.calls")
+            assert {r["provider"] for r in listed} == {"telnyx"}
+            assert all(r["frames_in"] > 0 and r["state"] == "live" for r in listed)
+        finally:
+            await _finished(caller)
+        await page.wait_for("window.dashboard.listing.calls.length === 0", scaled(15))
+        await page.wait_for("window.dashboard.listing.ended.length === 5", scaled(5))
+        ended = await page.evaluate("window.dashboard.listing.ended")
+        assert {r["state"] for r in ended} == {"ended"}
+        assert all(r["outcome"] and r["ended_at"] for r in ended)
+        rows = await page.evaluate("document.querySelectorAll('#ended tbody tr').length")
+        assert rows == 5
+        await page.close()
