@@ -8,7 +8,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8765
 ARGS   ?=
 
-.PHONY: run test test-websockets-floor bench lint typecheck fuzz soak hostile clean
+.PHONY: run test e2e test-websockets-floor bench lint typecheck fuzz soak hostile clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,22 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
+
+# The browser tests (tests/test_e2e_browser.py): the softphone and the dashboard in
+# Debian's headless chromium, driven over the DevTools protocol (no WebDriver, so no
+# chromium-driver). chromium is installed with apt when it is missing (as root, else
+# through sudo); quiet when it is there. Screenshots land in $(E2E_SHOTS).
+E2E_SHOTS ?= build/e2e
+SUDO       = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+e2e: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "make e2e: installing chromium with apt-get"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@mkdir -p $(E2E_SHOTS)
+	MEDIASTREAM_E2E=1 MEDIASTREAM_SCREENSHOTS=$(E2E_SHOTS) $(PY) -m pytest -q \
+	  tests/test_e2e_browser.py $(ARGS)
 
 # The suite again on the oldest websockets pyproject.toml allows (its floor, read from
 # there), in a venv of its own: the server uses only websockets' public sans-I/O API,

@@ -26,9 +26,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from _util_browser import Browser, browser, find_chromium
 from _util_timing import scaled
+
+from audiocodecs import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from mediastream.server.pages import static_file
 
 CHROMIUM = find_chromium()
 if CHROMIUM is None:
@@ -208,3 +212,61 @@ async def test_dashboard_lists_calls_then_their_end() -> None:
         rows = await page.evaluate("document.querySelectorAll('#ended tbody tr').length")
         assert rows == 5
         await page.close()
+
+
+_WORKLET_PROBE = """
+(() => {
+  globalThis.AudioWorkletProcessor = class {};
+  globalThis.registerProcessor = () => {};
+  globalThis.sampleRate = 48000;
+  const m = new Function(%s + '; return {mulawEncode, alawEncode, mulawDecode, alawDecode,'
+                             + ' Resampler, dominantHz};')();
+  const all = [];
+  for (let s = -32768; s < 32768; s++) all.push(s);
+  const tone = (hz, rate, n) => Float32Array.from(
+    {length: n}, (_, i) => 0.5 * Math.sin(2 * Math.PI * hz * i / rate));
+  const run = (inRate, outRate, hz) => Array.from(
+    new m.Resampler(inRate, outRate).push(tone(hz, inRate, inRate)));
+  return {
+    mu: all.map(m.mulawEncode), a: all.map(m.alawEncode),
+    muDec: Array.from({length: 256}, (_, i) => m.mulawDecode(i)),
+    aDec: Array.from({length: 256}, (_, i) => m.alawDecode(i)),
+    down440: run(48000, 8000, 440), down6k: run(48000, 8000, 6000),
+    down441: run(44100, 16000, 1000), up1k: run(8000, 48000, 1000),
+    hz: m.dominantHz(Float32Array.from(tone(440, 8000, 160)), 8000),
+  };
+})()
+"""
+
+
+@pytest.mark.asyncio
+async def test_worklet_codecs_and_resampler() -> None:
+    """The worklet's G.711 encoders and decoders against audiocodecs on every value, and
+    its resampler's passband and stopband, run in the browser's own JavaScript engine."""
+    source = static_file("worklet.js")[0].decode()
+    async with browser(CHROMIUM) as chrome:
+        page = await chrome.open("about:blank")
+        got = await page.evaluate(_WORKLET_PROBE % json.dumps(source))
+        await page.close()
+    every = np.arange(-32768, 32768, dtype=np.int16)
+    assert np.array_equal(np.array(got["mu"]), ulaw_encode(every))
+    assert np.array_equal(np.array(got["a"]), alaw_encode(every))
+    assert np.array_equal(np.array(got["muDec"]), ulaw_decode(bytes(range(256))))
+    assert np.array_equal(np.array(got["aDec"]), alaw_decode(bytes(range(256))))
+
+    def rms(x: list[float]) -> float:
+        y = np.array(x[100:-100])  # past the filter's start
+        return float(np.sqrt(np.mean(y * y)))
+
+    sine = 0.5 / np.sqrt(2)
+    assert len(got["down440"]) == pytest.approx(8000, abs=10)
+    assert rms(got["down440"]) == pytest.approx(sine, rel=0.01)  # passband: kept
+    assert rms(got["down6k"]) < sine * 1e-3  # above 4 kHz: no alias into 8 kHz (-60 dB)
+    assert rms(got["down441"]) == pytest.approx(sine, rel=0.01)  # 44.1 kHz devices too
+    up = np.array(got["up1k"][300:-300])
+    assert rms(got["up1k"]) == pytest.approx(sine, rel=0.01)
+    spectrum = np.abs(np.fft.rfft(up * np.hanning(len(up))))
+    freqs = np.fft.rfftfreq(len(up), 1 / 48000)
+    image = spectrum[(freqs > 6500) & (freqs < 9500)].max()  # the 7 kHz image of 1 kHz
+    assert image < spectrum.max() * 1e-3
+    assert got["hz"] == pytest.approx(440, abs=2)
