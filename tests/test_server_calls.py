@@ -194,3 +194,32 @@ def test_the_ended_ring_forgets_old_calls() -> None:
     assert book.rows() == ([], [])
     assert len(book) == 0
     assert server_config().host == "127.0.0.1"
+
+
+@pytest.mark.asyncio
+async def test_mounted_elsewhere_it_is_never_open() -> None:
+    """An app of the embedder's, on a port whose address the rule cannot know: even a
+    loopback server without credentials keeps /calls behind the token there."""
+    from aiohttp import web
+
+    from mediastream.server import MediaStreamServer, mount
+
+    for token, expected in ((None, 403), (TOKEN, 200)):
+        config = server_config(api_token=token)
+        async with MediaStreamServer(config, bot=echo_bot) as server:
+            app = web.Application()
+            mount(app, server, control=False)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            try:
+                port = runner.addresses[0][1]
+                status, _, _ = await _get(port, "/calls", {"Authorization": f"Bearer {TOKEN}"})
+                assert status == expected
+                # The server's own port follows the rule for its own bind.
+                status, _, _ = await _get(server.port, "/calls",
+                                          {"Authorization": f"Bearer {TOKEN}"})
+                assert status == 200
+            finally:
+                await runner.cleanup()

@@ -128,15 +128,21 @@ _HOW_TO = (
 _OFF_TEXT = f"/phone, /dashboard and /calls are off on this server: {_HOW_TO}\n"
 
 
-def startup_note(config: Config, mode: Access) -> str:
+def startup_note(config: Config, mode: Access, *, bound_to: str | None = None) -> str:
     """The start-up log line that says what the rule decided, and how to change it."""
     if mode is Access.OPEN:
-        return (f"softphone and dashboard open on loopback (no credentials, no API token): "
-                f"http://{_url_host(config.host)}:{config.port}/phone and /dashboard")
+        where = (f"http://{_url_host(config.host)}:{config.port}/phone and /dashboard"
+                 if config.port else "/phone and /dashboard")
+        return f"softphone and dashboard open on loopback (no credentials, no API token): {where}"
     if mode is Access.TOKEN:
         return "softphone, dashboard and /calls on; their data needs the API token"
-    why = ("provider credentials are configured" if has_provider_credentials(config)
-           else f"the server is bound to {config.host or 'every interface'}")
+    host = config.host if bound_to is None else bound_to
+    if has_provider_credentials(config):
+        why = "provider credentials are configured"
+    elif bound_to == "":
+        why = "served from an application whose address is not known here"
+    else:
+        why = f"the server is bound to {host or 'every interface'}"
     return f"softphone, dashboard and /calls are off ({why}): {_HOW_TO}"
 
 

@@ -70,15 +70,21 @@ def mount(app: web.Application, server: ServerState, *, control: bool = True) ->
             "is reached at, or pass app= to MediaStreamServer to serve your app on its "
             "port, or mount(app, server, control=False) for /healthz and /metrics only; "
             "an ASGI app can mount mediastream.asgi.asgi_app() instead")
-    add_routes(app, server, control=control)
+    add_routes(app, server, control=control, own_port=False)
 
 
-def add_routes(app: web.Application, server: ServerState, *, control: bool = True) -> None:
-    """:func:`mount` without the check: the server's own app (media on the same port)."""
+def add_routes(app: web.Application, server: ServerState, *, control: bool = True,
+               own_port: bool = True) -> None:
+    """:func:`mount` without the check: the server's own app (media on the same port).
+
+    ``own_port=False``: ``app`` is served on a port of its embedder's, whose address the
+    access rule of ``/phone``, ``/dashboard`` and ``/calls`` cannot know: they are then
+    never open, only behind the API token.
+    """
     app[SERVER_KEY] = server
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
-    add_page_routes(app, server)
+    add_page_routes(app, server, bound_to=None if own_port else "")
     if control:
         server.add_control_routes(app)
 

@@ -66,9 +66,11 @@ _CSP = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; 
 _MAX_CALL_ID = 128
 
 
-def add_page_routes(app: web.Application, server: ServerState) -> None:
-    """Add ``GET /calls`` to ``app`` and log what the access rule decided."""
-    mode = access_mode(server.config)
+def add_page_routes(app: web.Application, server: ServerState, *,
+                    bound_to: str | None = None) -> None:
+    """Add the routes to ``app`` and log what the access rule decided; ``bound_to``: the
+    address ``app`` listens on when it is not ``config.host`` (``""``: unknown)."""
+    mode = access_mode(server.config, bound_to=bound_to)
     app[_SERVER] = server
     app[_MODE] = mode
     app.router.add_get("/calls", _calls)
@@ -77,7 +79,7 @@ def add_page_routes(app: web.Application, server: ServerState) -> None:
     app.router.add_get("/phone/config", _config)
     app.router.add_post("/phone/token", _token)
     app.router.add_get("/phone/{name}", _asset)
-    logger.info("%s", startup_note(server.config, mode))
+    logger.info("%s", startup_note(server.config, mode, bound_to=bound_to))
 
 
 @functools.cache
