@@ -124,15 +124,20 @@ class Page:
     async def wait_for(self, expression: str, timeout: float = 20.0,
                        poll: float = 0.1) -> Any:
         """Poll ``expression`` until it is truthy; its value (TimeoutError otherwise,
-        naming the expression)."""
+        naming the expression). Throwing counts as falsy: the page may still be loading."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        error: CdpError | None = None
         while True:
-            value = await self.evaluate(expression)
+            try:
+                value = await self.evaluate(expression)
+            except CdpError as exc:
+                value, error = None, exc
             if value:
                 return value
             if loop.time() > deadline:
-                raise TimeoutError(f"{expression} still falsy after {timeout}s")
+                raise TimeoutError(f"{expression} still falsy after {timeout}s"
+                                   + (f" (last error: {error})" if error else ""))
             await asyncio.sleep(poll)
 
     async def screenshot(self, path: Path) -> Path:

@@ -87,17 +87,30 @@ class Served:
             listing: dict[str, Any] = json.load(r)
         return listing
 
+    def calls_with(self, token: str) -> dict[str, Any]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/calls",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=5) as r:
+            listing: dict[str, Any] = json.load(r)
+        return listing
+
+
+CLEAR_BOT = Path(__file__).parent / "_e2e_bots.py"
+
 
 @contextlib.asynccontextmanager
-async def served() -> AsyncIterator[Served]:
+async def served(**env_changes: str) -> AsyncIterator[Served]:
+    """The echo bot by default; agent ``clearer``: tests/_e2e_bots.py's tone it clears."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    for name in ("MEDIASTREAM_API_TOKEN", "TWILIO_AUTH_TOKEN", "TELNYX_PUBLIC_KEY",
-                 "PLIVO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", "TELNYX_API_KEY", "PLIVO_AUTH_ID"):
+    for name in ("MEDIASTREAM_API_TOKEN", "MEDIASTREAM_REQUIRE_AUTH", "TWILIO_AUTH_TOKEN",
+                 "TELNYX_PUBLIC_KEY", "PLIVO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", "TELNYX_API_KEY",
+                 "PLIVO_AUTH_ID"):
         env.pop(name, None)
+    env.update(env_changes)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mediastream", "serve", "--bot", "echo", "--host", "127.0.0.1",
-        "--port", "0", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        env=env)
+        "--port", "0", "--agent", f"clearer={CLEAR_BOT}:clear_bot",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env)
     server = Served(process)
     try:
         await server.start()
@@ -164,8 +177,97 @@ async def test_softphone_in_each_dialect_and_codec() -> None:
     async with served() as server, browser(CHROMIUM) as chrome:
         for provider, codec in (("twilio", "pcmu"), ("telnyx", "pcma"), ("telnyx", "l16"),
                                 ("plivo", "l16")):
-            shot = SHOTS / "phone.png" if SHOTS and provider == "twilio" else None
+            shot = SHOTS / "softphone.png" if SHOTS and provider == "twilio" else None
             await _one_call(chrome, server, provider, codec, shot)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("provider", ["twilio", "plivo"])
+async def test_a_clear_silences_the_phone_at_once(provider: str) -> None:
+    """The bot queues seconds of a 600 Hz tone and clears it on key 1: the phone drops
+    what it holds (Twilio: echoing the pending marks; Plivo: clearedAudio), and hears no
+    more of it."""
+    async with served() as server, browser(CHROMIUM) as chrome:
+        page = await chrome.open(
+            f"http://127.0.0.1:{server.port}/phone?provider={provider}&agent=clearer"
+            "&autocall=1")
+        await page.wait_for("window.phone.state === 'live'", scaled(20))
+        near600 = ("Object.entries(window.phone.heard.hz).filter(([k]) => Math.abs(k - 600)"
+                   " <= 25).reduce((n, [, c]) => n + c, 0)")
+        await page.wait_for(f"{near600} >= 25", scaled(10))  # half a second of it
+        call_id = await page.evaluate("window.phone.callId")
+        await page.evaluate("window.phoneControl.pressKey('1')")
+        await page.wait_for("window.phone.clears === 1", scaled(5))
+        heard_at_clear = await page.evaluate(near600)
+        await asyncio.sleep(1.0)
+        phone = await page.evaluate("window.phone")
+        # What was already on its way out to the speaker (a frame or two) may finish.
+        assert await page.evaluate(near600) <= heard_at_clear + 2
+        assert phone["queuedMs"] == 0 and phone["botDbfs"] == -90
+        [row] = [r for r in server.calls()["calls"] if r["call_id"] == call_id]
+        assert row["clears"] == 1 and row["playout_queue_ms"] == 0
+        # The bot speaks again after the clear: the phone plays it.
+        await page.evaluate("window.phoneControl.pressKey('2')")
+        await page.wait_for(f"{near600} >= {heard_at_clear + 25}", scaled(10))
+        await page.evaluate("window.phoneControl.hangup()")
+        await page.wait_for("window.phone.state === 'ended'", scaled(10))
+        await page.close()
+
+
+@pytest.mark.asyncio
+async def test_recording_is_a_stereo_wav_of_both_sides() -> None:
+    async with served() as server, browser(CHROMIUM) as chrome:
+        page = await chrome.open(f"http://127.0.0.1:{server.port}/phone?autocall=1")
+        await page.wait_for("window.phone.state === 'live'", scaled(20))
+        await page.evaluate("document.getElementById('record').click()")
+        await asyncio.sleep(2.5)  # more than a 440 + 880 Hz cycle of the microphone
+        await page.evaluate("document.getElementById('record').click()")
+        encoded = await page.wait_for("window.phoneRecording && (() => { const b = new "
+                                      "Uint8Array(window.phoneRecording); let s = ''; for "
+                                      "(const x of b) s += String.fromCharCode(x); "
+                                      "return btoa(s); })()", scaled(5))
+        await page.evaluate("window.phoneControl.hangup()")
+        await page.close()
+    import base64
+    import io
+    import wave
+
+    with wave.open(io.BytesIO(base64.b64decode(encoded))) as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, 8000)
+        frames = wav.readframes(wav.getnframes())
+    both = np.frombuffer(frames, dtype="<i2").reshape(-1, 2).astype(np.float64)
+    assert 2.0 <= len(both) / 8000 <= 3.0
+    for channel in (0, 1):  # you, then the echo bot: both tones on each side
+        spectrum = np.abs(np.fft.rfft(both[:, channel]))
+        freqs = np.fft.rfftfreq(len(both), 1 / 8000)
+        top = {round(float(f), -1) for f in freqs[np.argsort(spectrum)[-6:]]}
+        assert any(abs(f - 440) <= 20 for f in top) and any(abs(f - 880) <= 20 for f in top)
+
+
+@pytest.mark.asyncio
+async def test_with_an_api_token_the_page_asks_for_it() -> None:
+    """MEDIASTREAM_API_TOKEN set and stream tokens required: the page gets a one-time
+    stream token with the API token typed in, and the call goes through; without it the
+    page says why and no call starts."""
+    async with served(MEDIASTREAM_API_TOKEN="e2e-token", MEDIASTREAM_REQUIRE_AUTH="1",
+                      ) as server, browser(CHROMIUM) as chrome:
+        page = await chrome.open(f"http://127.0.0.1:{server.port}/phone?provider=telnyx")
+        await page.wait_for("window.phone.access === 'token'", scaled(20))
+        assert not await page.evaluate("document.getElementById('token-row').hidden")
+        await page.evaluate("window.phoneControl.call()")
+        await page.wait_for("window.phone.error", scaled(10))
+        assert "401" in await page.evaluate("window.phone.error")
+        assert not [r for r in server.calls_with("e2e-token")["calls"]]
+        await page.evaluate("document.getElementById('token').value = 'e2e-token'")
+        await page.evaluate("window.phoneControl.call()")
+        await page.wait_for("window.phone.state === 'live'", scaled(20))
+        await page.wait_for("window.phone.heard.loudFrames >= 10", scaled(10))
+        call_id = await page.evaluate("window.phone.callId")
+        assert [r["call_id"] for r in server.calls_with("e2e-token")["calls"]] == [call_id]
+        await page.evaluate("window.phoneControl.hangup()")
+        await page.wait_for("window.phone.state === 'ended'", scaled(10))
+        assert await page.evaluate("window.phone.closeCode") == 1000
+        await page.close()
 
 
 async def _place_calls(port: int, calls: int, seconds: float) -> asyncio.subprocess.Process:

@@ -397,6 +397,7 @@
       return;
     }
     const wav = stereoWav(recMic, recBot, state.rate);
+    window.phoneRecording = wav; // the last recording, for tests
     const a = document.createElement('a');
     a.href = URL.createObjectURL(new Blob([wav], { type: 'audio/wav' }));
     a.download = `call-${state.callId}.wav`;
