@@ -324,3 +324,18 @@ async def test_dialout_through_the_mount_points_the_call_at_the_mounted_path() -
     stream = ET.fromstring(twiml).find("./Connect/Stream")
     assert stream is not None
     assert stream.get("url") == f"wss://voice.example.com{MOUNT}/ws/twilio"
+
+
+@pytest.mark.asyncio
+async def test_get_calls_on_the_mount_needs_the_api_token() -> None:
+    """Under ASGI the server's address is unknown: /calls is behind the API token only
+    (the softphone and dashboard pages are not served there)."""
+    for token, expected in ((None, 403), ("asgi-token", 200)):
+        async with _served(echo_bot, api_token=token) as app, aiohttp.ClientSession() as http:
+            headers = {"Authorization": "Bearer asgi-token"}
+            async with http.get(f"{app.base}{MOUNT}/calls", headers=headers) as response:
+                assert response.status == expected
+                if expected == 200:
+                    assert (await response.json())["calls"] == []
+            async with http.get(f"{app.base}{MOUNT}/phone") as response:
+                assert response.status == 404

@@ -21,7 +21,9 @@ from mediastream.control.requests import HttpRequest
 from mediastream.control.urls import public_origin
 from mediastream.control.webhooks import answer_document
 from mediastream.server import MediaStreamServer
+from mediastream.server.access import access_mode
 from mediastream.server.http import health, metrics
+from mediastream.server.pages import calls_response
 from mediastream.server.routes import is_media_prefix, parse_media_path
 from mediastream.server.upgrade import AT_CAPACITY, SERVER_HEADER, check_upgrade
 
@@ -199,6 +201,15 @@ class MediaStreamASGI:
         server = self.server
         if path in ("/healthz", "/metrics") and method in ("GET", "HEAD"):
             await send_response(send, health(server) if path == "/healthz" else metrics(server))
+            return
+        if path == "/calls" and method in ("GET", "HEAD"):
+            # The ASGI server's address is not known here: never open, the API token only.
+            mode = access_mode(server.config, bound_to="")
+            try:
+                listing = await calls_response(server, mode, asgi_headers(scope))
+            except web.HTTPException as refusal:
+                listing = refusal
+            await send_response(send, listing)
             return
         if is_media_prefix(path):
             if parse_media_path(path) is None:
