@@ -28,9 +28,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
-from typing import Any
 
 from aiohttp import web
 
@@ -109,7 +108,7 @@ def _serve(request: web.Request, name: str) -> web.Response:
     return web.Response(body=data, headers=headers)
 
 
-def _page(name: str) -> Any:
+def _page(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         return _serve(request, name)
 
