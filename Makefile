@@ -32,11 +32,11 @@ E2E_SHOTS ?= build/e2e
 SUDO       = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 e2e: $(STAMP)
+	@mkdir -p build $(E2E_SHOTS)
 	@command -v chromium >/dev/null 2>&1 || { \
-	  echo "make e2e: installing chromium with apt-get"; \
-	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
-	@mkdir -p $(E2E_SHOTS)
+	  echo "make e2e: installing chromium with apt-get (log: build/apt.log)"; \
+	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq chromium; } >build/apt.log 2>&1 || { cat build/apt.log; exit 1; }; }
 	MEDIASTREAM_E2E=1 MEDIASTREAM_SCREENSHOTS=$(E2E_SHOTS) $(PY) -m pytest -q \
 	  tests/test_e2e_browser.py $(ARGS)
 

@@ -290,10 +290,10 @@ async def test_dashboard_lists_calls_then_their_end() -> None:
         await page.wait_for("window.dashboard && window.dashboard.polls >= 1", scaled(20))
         assert await page.evaluate("window.dashboard.error") is None
         # Two short calls come and go ...
-        await _finished(await _place_calls(server.port, 2, 2))
+        await _finished(await _place_calls(server.port, 2, 1))
         await page.wait_for("window.dashboard.listing.ended.length === 2", scaled(10))
         # ... then three longer ones are listed while they last.
-        caller = await _place_calls(server.port, 3, 5)
+        caller = await _place_calls(server.port, 3, 3)
         try:
             await page.wait_for("window.dashboard.listing.calls.length === 3", scaled(20))
             rows = await page.evaluate("document.querySelectorAll('#live tbody tr').length")
