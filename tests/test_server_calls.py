@@ -26,7 +26,8 @@ from mediastream.server.access import (
     is_loopback,
     startup_note,
 )
-from mediastream.server.calls import SILENCE_DBFS, CallBook, level_dbfs
+from mediastream.server.calls import SILENCE_DBFS, CallBook, _percentiles_us, level_dbfs
+from mediastream.server.ending import STOPPED
 
 TOKEN = "s3cret-api-token"
 
@@ -193,7 +194,15 @@ def test_the_ended_ring_forgets_old_calls() -> None:
     book._ended.append((0.0, {"call_id": "old"}))
     assert book.rows() == ([], [])
     assert len(book) == 0
-    assert server_config().host == "127.0.0.1"
+    # A call that never went live has no record: closing it changes nothing.
+    book.close(None, STOPPED)
+    assert book.rows() == ([], [])
+
+
+def test_percentiles() -> None:
+    assert _percentiles_us([]) == (None, None)
+    assert _percentiles_us([1e-6 * n for n in range(1, 101)]) == (50.0, 99.0)
+    assert _percentiles_us([2e-5]) == (20.0, 20.0)
 
 
 @pytest.mark.asyncio
