@@ -99,8 +99,9 @@ CLEAR_BOT = Path(__file__).parent / "_e2e_bots.py"
 
 
 @contextlib.asynccontextmanager
-async def served(**env_changes: str) -> AsyncIterator[Served]:
-    """The echo bot by default; agent ``clearer``: tests/_e2e_bots.py's tone it clears."""
+async def served(*, bot: str | None = "echo", **env_changes: str) -> AsyncIterator[Served]:
+    """The echo bot by default (``None``: the server's default, the parrot); agent
+    ``clearer``: tests/_e2e_bots.py's tone it clears."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for name in ("MEDIASTREAM_API_TOKEN", "MEDIASTREAM_REQUIRE_AUTH", "TWILIO_AUTH_TOKEN",
                  "TELNYX_PUBLIC_KEY", "PLIVO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", "TELNYX_API_KEY",
@@ -108,8 +109,8 @@ async def served(**env_changes: str) -> AsyncIterator[Served]:
         env.pop(name, None)
     env.update(env_changes)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mediastream", "serve", "--bot", "echo", "--host", "127.0.0.1",
-        "--port", "0", "--agent", f"clearer={CLEAR_BOT}:clear_bot",
+        sys.executable, "-m", "mediastream", "serve", *(["--bot", bot] if bot else []),
+        "--host", "127.0.0.1", "--port", "0", "--agent", f"clearer={CLEAR_BOT}:clear_bot",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env)
     server = Served(process)
     try:
@@ -211,6 +212,24 @@ async def test_a_clear_silences_the_phone_at_once(provider: str) -> None:
         await page.wait_for(f"{near600} >= {heard_at_clear + 25}", scaled(10))
         await page.evaluate("window.phoneControl.hangup()")
         await page.wait_for("window.phone.state === 'ended'", scaled(10))
+        await page.close()
+
+
+@pytest.mark.asyncio
+async def test_make_run_s_parrot_greets_and_hangs_up_on_hash() -> None:
+    """What a newcomer gets from ``make run`` and a click on Call: the default bot (the
+    parrot, a Pipecat pipeline) greets the caller; ``#`` plays its goodbye and the bot
+    hangs up, which the phone sees as the server's close with 1000."""
+    pytest.importorskip("pipecat")
+    async with served(bot=None) as server, browser(CHROMIUM) as chrome:
+        page = await chrome.open(f"http://127.0.0.1:{server.port}/phone?autocall=1")
+        await page.wait_for("window.phone.state === 'live'", scaled(30))
+        await page.wait_for("window.phone.heard.loudFrames >= 25", scaled(15))  # the greeting
+        await page.evaluate("window.phoneControl.pressKey('#')")
+        await page.wait_for("window.phone.state === 'ended'", scaled(20))
+        phone = await page.evaluate("window.phone")
+        assert phone["closeCode"] == 1000, phone
+        assert phone["marksEchoed"] >= 1 and phone["error"] is None
         await page.close()
 
 
