@@ -318,7 +318,7 @@ class PhoneCodec extends AudioWorkletProcessor {
     }
     const ahead = this.outEnd - this.outStart; // on its way out already
     let frame = null;
-    if (this.playing || !this.queuedFrames) this.reachMarks(ahead);
+    this.reachMarks(ahead); // marks ahead of any queued audio: only the output is left
     if (this.playing) {
       if (!this.queuedFrames && this.partial) this.flushPartial();
       if (this.queuedFrames) {
