@@ -150,6 +150,12 @@ class Config:
     rest_retries: int = 3
     credentials: ProviderCredentials = field(default_factory=ProviderCredentials)
 
+    # --- recording (mediastream.recording)
+    #: Record every call to ``<dir>/<call_id>.wav`` (stereo: caller left, what the
+    #: caller heard right) plus a JSON sidecar; off (``None``) by default. Checked at
+    #: start-up: a directory that cannot be written is an error (README: privacy).
+    record_dir: str | None = None
+
     # --- processes
     workers: int = 1
     #: prometheus-client multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``); set, the
@@ -160,6 +166,8 @@ class Config:
         if self.bot_frame_ms not in (20, 40, 60):
             raise ValueError(
                 f"bot_frame_ms must be 20, 40 or 60 (ms), got {self.bot_frame_ms}")
+        if self.record_dir is not None and not self.record_dir.strip():
+            raise ValueError("record_dir must name a directory (None: no recording)")
 
     def with_overrides(self, **changes: Any) -> Config:
         """A copy with the given fields changed; ``None`` values are ignored."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from mediastream.agents import parse_agent_option
 from mediastream.config import Config
+from mediastream.recording import check_record_dir
 
 __all__ = ["add_parser", "config_from_args", "run"]
 
@@ -81,6 +82,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="Telnyx L16 byte order: auto (default: decided per call from the audio, "
         "counted in /metrics) or forced both ways",
     )
+    parser.add_argument(
+        "--record",
+        metavar="DIR",
+        help="record every call to DIR/<call_id>.wav (stereo: caller left, what the caller "
+        "heard right) with a JSON sidecar; off by default (README: Recording calls)",
+    )
     parser.add_argument("--public-url", help="https:// URL providers reach this server at")
     parser.add_argument("--tls-cert", metavar="PEM", help="serve TLS: certificate chain file")
     parser.add_argument("--tls-key", metavar="PEM", help="serve TLS: private key file")
@@ -133,6 +140,7 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
         "telnyx_l16_byteorder": args.telnyx_l16_byteorder,
         "batch_resampling": args.batch_resampling,
         "fast_frames": args.fast_frames,
+        "record_dir": args.record,
     }
     for flag, field, _kind, _text in _LIMITS:
         changes[field] = getattr(args, flag.lstrip("-").replace("-", "_"))
@@ -150,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("mediastream.server.websocket").setLevel(logging.WARNING)
     try:
         config = config_from_args(args)
+        if config.record_dir:
+            check_record_dir(config.record_dir)
     except ValueError as exc:
         print(f"mediastream serve: {exc}", file=sys.stderr)
         return 2

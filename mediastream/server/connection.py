@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl
 from mediastream.call import CallEnded, CallEvent
 from mediastream.errors import BotError, Outcome, StreamTimeoutError
 from mediastream.protocols.events import LISTEN_ONLY, CallInfo, Command
+from mediastream.recording.session import close_recording, open_session
 from mediastream.session import CallSession
 
 from .calls import CallRecord
@@ -238,8 +239,9 @@ class MediaConnection:
             self._start_timer = None
         self._opening = None
         now = self._loop.time()
-        self._session = session = CallSession(
-            info, self, bot_sample_rate=config.bot_sample_rate, bot_frame_ms=config.bot_frame_ms,
+        self._session = session = open_session(
+            host.recordings, info, self, clock=self._loop.time, agent=self._agent,
+            bot_sample_rate=config.bot_sample_rate, bot_frame_ms=config.bot_frame_ms,
             playout_lead=config.playout_lead,
             mark_interval=config.mark_interval, reorder_window=config.reorder_window, now=now,
             mark_grace=config.mark_grace, idle_flush=config.idle_flush, batcher=host.batcher,
@@ -413,6 +415,8 @@ class MediaConnection:
         session = self._session
         if self._stats is not None and session is not None:
             self._stats.close(session.stats)
+        close_recording(session, self._loop.time(), reason=self._ending.reason,
+                        close_code=self._ending.code, outcome=self._ending.outcome.value)
         if self._admitted:
             self._host.release()
         self._host.calls.close(self._record, self._ending)

@@ -19,6 +19,7 @@ from mediastream.agents import AgentRegistry
 from mediastream.config import Config
 from mediastream.protocols.base import MediaStreamProtocol
 from mediastream.protocols.events import CallInfo
+from mediastream.recording import Recordings
 from mediastream.session import ResampleBatcher
 
 from .calls import CallBook, CallDirectory
@@ -52,6 +53,10 @@ class CallHost(_Server, Protocol):
     @property
     def batcher(self) -> ResampleBatcher:
         """Runs every call's resampler steps (batched per loop turn, or one at a time)."""
+
+    @property
+    def recordings(self) -> Recordings | None:
+        """Where calls are recorded; ``None``: recording is off."""
 
     def check_stream_start(
         self,

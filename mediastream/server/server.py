@@ -37,7 +37,6 @@ import logging
 import socket
 import ssl
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Final
 
 from aiohttp import web
@@ -49,6 +48,7 @@ from mediastream.control.clients import ProviderClients
 from mediastream.errors import CapacityError
 from mediastream.protocols.base import MediaStreamProtocol
 from mediastream.protocols.events import CallInfo
+from mediastream.recording import Recordings, open_recordings
 from mediastream.session import ResampleBatcher
 
 from . import control
@@ -115,6 +115,7 @@ class MediaStreamServer:
             registry_from_config(self._config) if bot is None else AgentRegistry.of(bot)
         )
         self._config = share_listen_only(self._config, self._agents)
+        self._recordings = open_recordings(self._config)  # ValueError: DIR not writable
         self._metrics = ServerMetrics(self._config.metrics_multiproc_dir)
         self._app = app
         self._sock = sock
@@ -156,6 +157,11 @@ class MediaStreamServer:
         return self._batcher
 
     @property
+    def recordings(self) -> Recordings | None:
+        """Where calls are recorded (``config.record_dir``); ``None``: not recorded."""
+        return self._recordings
+
+    @property
     def port(self) -> int:
         """The TCP port actually bound (useful with ``port=0``)."""
         if self._port is None:
@@ -195,12 +201,7 @@ class MediaStreamServer:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def start(self, *, listen: bool = True) -> None:
@@ -228,15 +229,9 @@ class MediaStreamServer:
         add_routes(app, self)
         mount_media_fallback(app)
         self._runner = web.AppRunner(
-            app,
-            handle_signals=False,
-            access_log=None,
-            keepalive_timeout=_HTTP_KEEPALIVE_S,
-            shutdown_timeout=_HTTP_SHUTDOWN_S,
-            max_field_size=config.max_head_size,
-            max_line_size=config.max_head_size,
-            logger=HTTP_LOGGER,
-        )
+            app, handle_signals=False, access_log=None, keepalive_timeout=_HTTP_KEEPALIVE_S,
+            shutdown_timeout=_HTTP_SHUTDOWN_S, max_field_size=config.max_head_size,
+            max_line_size=config.max_head_size, logger=HTTP_LOGGER)
         await self._runner.setup()
         self._listener = Listener(
             config, self._runner,
@@ -309,6 +304,8 @@ class MediaStreamServer:
                 await self._tick
         await control.stop(self._clients)
         self._clients = None
+        if self._recordings is not None:
+            await self._recordings.aclose()  # every recording's last block is on disk
         self._closed.set()
         logger.info("server closed")
 

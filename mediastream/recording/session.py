@@ -1,0 +1,170 @@
+"""A :class:`~mediastream.session.CallSession` that records its call.
+
+Built by the server instead of a plain session when recording is on, so a call without
+recording pays nothing. It taps the session at three places, changing none of its
+decisions:
+
+* its host: every event delivered to the bot passes through :class:`_Tap` --
+  ``InboundAudio`` (the left channel, or the right one for the other party of a
+  listen-only fork), ``DtmfPressed``, ``PlayoutStarted``/``PlayoutStopped``, ``CallEnded``;
+* its pacer (:class:`_TappedPacer`): every wire frame with the time it is scheduled to
+  play (the right channel), every mark placed, and every pacer clear -- a ``clear`` or
+  the end of the call -- which cuts the right channel at that moment;
+* protocol events and the bot's ``clear`` (:meth:`RecordingSession.receive_event`,
+  :meth:`RecordingSession.clear`): mark echoes, Plivo ``clearedAudio``, ``stop``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mediastream.call import (
+    CallEnded,
+    CallEvent,
+    DtmfPressed,
+    InboundAudio,
+    PlayoutStarted,
+    PlayoutStopped,
+)
+from mediastream.protocols.events import (
+    AudioCleared,
+    AudioReceived,
+    CallInfo,
+    Command,
+    Event,
+    MarkPlayed,
+    StreamStarted,
+    StreamStopped,
+)
+from mediastream.session.codec import FRAME_S
+from mediastream.session.pacer import Pacer
+from mediastream.session.session import CallSession, SessionHost
+from mediastream.session.stats import SessionStats
+
+from .recorder import CallRecorder, Recordings
+
+__all__ = ["RecordingSession", "close_recording", "open_session"]
+
+
+class _Tap:
+    """The session's host, seen through the recorder."""
+
+    __slots__ = ("_host", "_recorder")
+
+    def __init__(self, host: SessionHost, recorder: CallRecorder) -> None:
+        self._host = host
+        self._recorder = recorder
+
+    def deliver(self, events: list[CallEvent]) -> None:
+        recorder = self._recorder
+        for event in events:
+            kind = type(event)
+            if kind is InboundAudio:
+                assert isinstance(event, InboundAudio)
+                recorder.audio(event.pcm, event.track)
+            elif kind is DtmfPressed:
+                assert isinstance(event, DtmfPressed)
+                recorder.event("dtmf", digit=event.digit)
+            elif kind is PlayoutStarted:
+                recorder.event("playout_started")
+            elif kind is PlayoutStopped:
+                assert isinstance(event, PlayoutStopped)
+                recorder.event("playout_stopped", played_s=round(event.played_s, 3),
+                               cut=event.cut)
+            elif kind is CallEnded:
+                assert isinstance(event, CallEnded)
+                recorder.event("call_ended", reason=event.reason)
+        self._host.deliver(events)
+
+    def wake(self) -> None:
+        self._host.wake()
+
+    def resume(self) -> None:
+        self._host.resume()
+
+    def failed(self, exc: Exception) -> None:
+        self._host.failed(exc)
+
+
+class _TappedPacer(Pacer):
+    """The session's pacer, telling the recorder what it schedules and drops."""
+
+    __slots__ = ("_recorder",)
+
+    def __init__(self, lead: float, stats: SessionStats, recorder: CallRecorder) -> None:
+        super().__init__(lead, FRAME_S, stats)
+        self._recorder = recorder
+
+    def push_audio(self, payload: bytes, now: float) -> float:
+        start = super().push_audio(payload, now)
+        self._recorder.played(payload, start)
+        return start
+
+    def push_mark(self, name: str, now: float) -> None:
+        super().push_mark(name, now)
+        recorder = self._recorder
+        recorder.event("mark", now, name=name, plays_at=round(self.timeline_end - recorder.t0, 3))
+
+    def clear(self, now: float) -> int:
+        self._recorder.cut(now)
+        return super().clear(now)
+
+
+class RecordingSession(CallSession):
+    """A call session whose audio and events are recorded (see the module docstring).
+
+    Args are :class:`~mediastream.session.CallSession`'s, plus ``recordings`` (the
+    server's), ``clock`` (the loop's) and ``agent`` (for the sidecar).
+    """
+
+    __slots__ = ("recorder",)
+
+    def __init__(self, call: CallInfo, host: SessionHost, *, recordings: Recordings,
+                 clock: Callable[[], float], agent: str | None, **kwargs: Any) -> None:
+        now: float = kwargs["now"]
+        recorder = recordings.recorder(
+            call, rate=kwargs.get("bot_sample_rate", 16000), t0=now, clock=clock,
+            listen_only=kwargs.get("listen_only", False), agent=agent)
+        #: The call's recorder (the server closes it with the call's ending).
+        self.recorder = recorder
+        super().__init__(call, _Tap(host, recorder), **kwargs)
+        self._pacer = _TappedPacer(kwargs.get("playout_lead", 0.08), self.stats, recorder)
+
+    def receive_event(self, event: Event, now: float) -> None:
+        kind = type(event)
+        if kind is not AudioReceived:
+            recorder = self.recorder
+            if kind is MarkPlayed:
+                assert isinstance(event, MarkPlayed)
+                recorder.event("mark_played", now, name=event.name)
+            elif kind is StreamStarted:
+                recorder.event("start", now)
+            elif kind is StreamStopped:
+                assert isinstance(event, StreamStopped)
+                recorder.event("stop", now, reason=event.reason, details=dict(event.details))
+            elif kind is AudioCleared:
+                recorder.event("cleared", now)
+        super().receive_event(event, now)
+
+    def clear(self, now: float) -> list[Command]:
+        commands = super().clear(now)
+        if commands:
+            self.recorder.event("clear", now)
+        return commands
+
+
+def open_session(recordings: Recordings | None, call: CallInfo, host: SessionHost, *,
+                 clock: Callable[[], float], agent: str | None, **kwargs: Any) -> CallSession:
+    """A :class:`RecordingSession` when ``recordings`` is set, else a plain session."""
+    if recordings is None:
+        return CallSession(call, host, **kwargs)
+    return RecordingSession(call, host, recordings=recordings, clock=clock, agent=agent,
+                            **kwargs)
+
+
+def close_recording(session: CallSession | None, now: float, *, reason: str,
+                    close_code: int | None, outcome: str) -> None:
+    """The call ended: finish its recording, if it has one."""
+    if isinstance(session, RecordingSession):
+        session.recorder.close(now, reason=reason, close_code=close_code, outcome=outcome)

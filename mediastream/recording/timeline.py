@@ -1,0 +1,182 @@
+"""The recording's timeline: two lanes of audio placed on one clock, cut into blocks.
+
+Time zero is the moment the server received the provider's ``start`` (the session's
+creation); a sample index ``n`` at the recording rate ``R`` (the session's bot rate) is
+``n / R`` seconds after it. Each channel is a lane:
+
+* :class:`StreamLane` -- audio that *arrives* as a stream (the caller's track, and on a
+  listen-only fork the other party's track). It is laid down back to back, in stream
+  order, from where its first frame arrived: stream time, not arrival jitter, decides
+  where a frame goes. True gaps inside the provider's numbering are already filled with
+  silence by the session's reorder buffer. When the stream falls behind the wall clock by
+  more than :data:`SLACK_S` (the provider stopped sending: a stall, a fork with nothing
+  to say), the lane jumps ahead with silence so it stays aligned with the other channel.
+  A lane that runs ahead of the clock (a burst after a stall) simply stays ahead.
+* :class:`ScheduledLane` -- our own audio, placed where the session's pacer scheduled
+  each wire frame to play (the model the playout ledger is built on) and decoded from the
+  wire format, so it is what the caller was sent, codec and all. Frames stay pending
+  until their play time has passed; :meth:`ScheduledLane.cut` (a ``clear``, or the end of
+  the call) removes everything scheduled at or after the cut, to the sample: audio sent
+  but flushed by the provider before it played is not in the recording.
+
+:meth:`StreamLane.take` and :meth:`ScheduledLane.take` hand out the block ``[start,
+end)`` as int16 samples at the recording rate; the recorder takes blocks only up to
+:data:`MARGIN_S` behind the wall clock, so nothing that can still change is ever written.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Final
+
+import numpy as np
+
+from audiocodecs.pcm import Int16Array
+from audiocodecs.resample import StreamResampler
+from mediastream.protocols.events import MediaFormat
+from mediastream.session.codec import decoder_for, lead_pad
+
+__all__ = ["MARGIN_S", "SLACK_S", "ScheduledLane", "StreamLane"]
+
+#: A stream lane more than this far behind the wall clock jumps ahead with silence.
+SLACK_S: Final = 0.2
+#: Blocks are taken only up to this far behind the wall clock (> SLACK_S: a frame that
+#: did not trigger a jump always lands after what was written).
+MARGIN_S: Final = 0.3
+
+
+class StreamLane:
+    """Samples at the recording rate laid back to back, re-anchored after stalls."""
+
+    __slots__ = ("_buf", "_buf_start", "_end", "_rate", "_slack")
+
+    def __init__(self, rate: int) -> None:
+        self._rate = rate
+        self._slack = round(SLACK_S * rate)
+        #: Samples not yet taken; ``_buf[0]`` is sample index ``_buf_start``.
+        self._buf = bytearray()
+        self._buf_start = 0
+        #: Index just after the last sample laid down (``None``: nothing yet).
+        self._end: int | None = None
+
+    @property
+    def end(self) -> int:
+        """Index just after the last sample laid down (0 before the first)."""
+        return self._end if self._end is not None else 0
+
+    def add(self, pcm: bytes, wall: int) -> None:
+        """Lay ``pcm`` (int16 LE mono) down; ``wall`` is the sample index of now."""
+        n = len(pcm) >> 1
+        end = self._end
+        if end is None or end < wall - n - self._slack:
+            end = wall - n  # first frame, or after a stall: it ends now
+        if end < self._buf_start:
+            end = self._buf_start  # never before what was already written
+        pad = end - self._buf_start - (len(self._buf) >> 1)
+        if pad > 0:
+            self._buf += bytes(2 * pad)
+        self._buf += pcm
+        self._end = end + n
+
+    def take(self, start: int, stop: int) -> Int16Array:
+        """The block ``[start, stop)`` (``start`` is where the last block ended)."""
+        assert start == self._buf_start
+        want = 2 * (stop - start)
+        data = bytes(self._buf[:want])
+        del self._buf[:want]
+        self._buf_start = stop
+        out = np.zeros(stop - start, dtype=np.int16)
+        if data:
+            out[: len(data) >> 1] = np.frombuffer(data, dtype="<i2")
+        return out
+
+
+class ScheduledLane:
+    """Wire frames placed at their scheduled play time, cut by clears, resampled."""
+
+    __slots__ = ("_bps", "_cursor", "_decode", "_fresh", "_pending", "_rate", "_resampler",
+                 "_t0", "_wire_rate")
+
+    def __init__(self, fmt: MediaFormat, rate: int, t0: float) -> None:
+        self._decode = decoder_for(fmt)
+        self._bps = fmt.bytes_per_sample
+        self._wire_rate = fmt.sample_rate
+        self._rate = rate
+        self._t0 = t0
+        #: ``[first wire-sample index, payload]`` per frame not yet fully taken, in order.
+        self._pending: deque[list[object]] = deque()
+        #: Wire index just after the last frame added (frames back to back snap to it).
+        self._cursor = -1
+        self._resampler = (
+            StreamResampler(self._wire_rate, rate) if self._wire_rate != rate else None)
+        self._fresh = True
+
+    def add(self, payload: bytes, play_at: float) -> None:
+        """A wire frame the pacer scheduled to start playing at ``play_at`` (loop time)."""
+        index = round((play_at - self._t0) * self._wire_rate)
+        if abs(index - self._cursor) <= 2:
+            index = self._cursor  # the next frame of a run: no rounding gap or overlap
+        if index < 0:
+            index = 0
+        self._pending.append([index, payload])
+        self._cursor = index + len(payload) // self._bps
+
+    def cut(self, at: float) -> None:
+        """Nothing scheduled at or after loop time ``at`` was heard."""
+        cut = int(np.ceil((at - self._t0) * self._wire_rate))
+        pending = self._pending
+        while pending:
+            index, payload = pending[-1]
+            assert isinstance(index, int) and isinstance(payload, bytes)
+            if index >= cut:
+                pending.pop()
+                continue
+            keep = (cut - index) * self._bps
+            if keep < len(payload):
+                pending[-1][1] = payload[:keep]
+            break
+        self._cursor = -1
+
+    def take(self, start: int, stop: int) -> Int16Array:
+        """The block ``[start, stop)`` at the recording rate (20 ms boundaries)."""
+        wire, rate = self._wire_rate, self._rate
+        w0, w1 = start * wire // rate, stop * wire // rate
+        block = np.zeros(w1 - w0, dtype=np.int16)
+        pending = self._pending
+        run_start = -1
+        run: list[bytes] = []
+        run_end = -1
+        for item in pending:
+            index, payload = item
+            assert isinstance(index, int) and isinstance(payload, bytes)
+            if index >= w1:
+                break
+            if index != run_end:
+                self._place(block, w0, run_start, run)
+                run_start, run = index, []
+            run.append(payload)
+            run_end = index + len(payload) // self._bps
+        self._place(block, w0, run_start, run)
+        while pending:  # drop what is wholly taken
+            index, payload = pending[0]
+            assert isinstance(index, int) and isinstance(payload, bytes)
+            if index + len(payload) // self._bps > w1:
+                break
+            pending.popleft()
+        rs = self._resampler
+        if rs is None:
+            return block
+        out = rs.process(block)
+        if self._fresh:
+            self._fresh = False
+            out = np.concatenate([np.zeros(lead_pad(rs), dtype=np.int16), out])
+        return out
+
+    def _place(self, block: Int16Array, w0: int, index: int, run: list[bytes]) -> None:
+        if not run:
+            return
+        samples = self._decode(b"".join(run) if len(run) > 1 else run[0])
+        lo, hi = index - w0, index - w0 + len(samples)
+        a, b = max(lo, 0), min(hi, len(block))
+        if a < b:
+            block[a:b] = samples[a - lo : b - lo]
