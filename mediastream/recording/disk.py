@@ -97,10 +97,16 @@ class WavSink:
     def append(self, stereo: bytes, events: list[dict[str, Any]]) -> None:
         """One block of interleaved samples, then the header's sizes; the events."""
         if stereo:
-            os.write(self._fd, stereo)
-            self._data += len(stereo)
-            os.pwrite(self._fd, struct.pack("<I", 36 + self._data), 4)
-            os.pwrite(self._fd, struct.pack("<I", self._data), 40)
+            view = memoryview(stereo)
+            try:
+                while view:  # a write may be short (a size limit reached): go on or fail
+                    done = os.write(self._fd, view)
+                    view = view[done:]
+                    self._data += done
+            finally:  # the header covers whole sample frames written, even on failure
+                self._data -= self._data % 4
+                os.pwrite(self._fd, struct.pack("<I", 36 + self._data), 4)
+                os.pwrite(self._fd, struct.pack("<I", self._data), 40)
         if events:
             self._events.write("".join(json.dumps(e, separators=(",", ":")) + "\n"
                                        for e in events))
