@@ -77,7 +77,7 @@ def check_echo_recording(wav_path: Path, seconds: float, probe: ProbeConfig | No
     size = wav_path.stat().st_size
     try:
         rec = read_recording(wav_path)
-    except Exception as exc:  # noqa: BLE001 - a report, not a crash
+    except Exception as exc:  # a report, not a crash
         return [f"{wav_path.name}: unreadable ({exc})"]
     if 44 + 4 * len(rec.left) != size:
         problems.append(f"{wav_path.name}: header covers {44 + 4 * len(rec.left)} of {size} bytes")

@@ -22,6 +22,7 @@ into a no-op; the flag :attr:`WavSink.failed` tells the loop to stop buffering.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -132,16 +133,12 @@ class WavSink:
         logger.error("[call %s] recording to %s failed while %s (%s); recording stopped for "
                      "this call, the call goes on", self.call_id, where, what, exc)
         if self._fd >= 0:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self._fd)
-            except OSError:
-                pass
             self._fd = -1
         if self._events is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._events.close()
-            except OSError:
-                pass
 
     def _write_json(self, description: dict[str, Any]) -> None:
         path = self.directory / f"{self.stem}.json"

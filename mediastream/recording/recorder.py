@@ -105,7 +105,7 @@ class CallRecorder:
 
     __slots__ = ("_clock", "_closed", "_description", "_events", "_frame", "_left",
                  "_next_flush", "_rate", "_right", "_sink", "_t0", "_writer", "_written",
-                 "active")
+                 "active", "played")
 
     def __init__(self, recordings: Recordings, info: CallInfo, *, rate: int, t0: float,
                  clock: Callable[[], float], listen_only: bool, agent: str | None) -> None:
@@ -117,6 +117,10 @@ class CallRecorder:
         self._left = StreamLane(rate)
         self._right: StreamLane | ScheduledLane = (
             StreamLane(rate) if listen_only else ScheduledLane(info.outbound_format, rate, t0))
+        #: A wire frame of ours, scheduled to start playing at ``play_at``: the right
+        #: channel's ``add`` itself (one call per frame on the hot path).
+        self.played: Callable[[bytes, float], None] = (
+            self._right.add if isinstance(self._right, ScheduledLane) else self._ignore)
         self._written = 0
         self._next_flush = t0 + FLUSH_S + MARGIN_S
         self._events: list[dict[str, Any]] = []
@@ -178,11 +182,8 @@ class CallRecorder:
         if now >= self._next_flush:
             self.flush(now)
 
-    def played(self, payload: bytes, play_at: float) -> None:
-        """A wire frame of ours, scheduled to start playing at ``play_at``."""
-        right = self._right
-        if self.active and isinstance(right, ScheduledLane):
-            right.add(payload, play_at)
+    def _ignore(self, payload: bytes, play_at: float) -> None:
+        """:attr:`played` on a listen-only call, or once the recording stopped."""
 
     def cut(self, now: float) -> None:
         """Nothing of ours scheduled from ``now`` on reaches the caller (clear, end)."""
@@ -264,6 +265,7 @@ class CallRecorder:
 
     def _stop(self) -> None:
         self.active = False
+        self.played = self._ignore
         self._events = []
         self._left = StreamLane(self._rate)  # drop what is buffered
         self._right = StreamLane(self._rate)

@@ -48,13 +48,17 @@ __all__ = ["RecordingSession", "close_recording", "open_session"]
 
 
 class _Tap:
-    """The session's host, seen through the recorder."""
+    """The session's host, seen through the recorder (only ``deliver`` is looked at)."""
 
-    __slots__ = ("_host", "_recorder")
+    __slots__ = ("_host", "_recorder", "failed", "resume", "wake")
 
     def __init__(self, host: SessionHost, recorder: CallRecorder) -> None:
         self._host = host
         self._recorder = recorder
+        # Passed straight through: no extra call per wake-up.
+        self.wake = host.wake
+        self.resume = host.resume
+        self.failed = host.failed
 
     def deliver(self, events: list[CallEvent]) -> None:
         recorder = self._recorder
@@ -77,15 +81,6 @@ class _Tap:
                 recorder.event("call_ended", reason=event.reason)
         self._host.deliver(events)
 
-    def wake(self) -> None:
-        self._host.wake()
-
-    def resume(self) -> None:
-        self._host.resume()
-
-    def failed(self, exc: Exception) -> None:
-        self._host.failed(exc)
-
 
 class _TappedPacer(Pacer):
     """The session's pacer, telling the recorder what it schedules and drops."""
@@ -97,7 +92,7 @@ class _TappedPacer(Pacer):
         self._recorder = recorder
 
     def push_audio(self, payload: bytes, now: float) -> float:
-        start = super().push_audio(payload, now)
+        start = Pacer.push_audio(self, payload, now)
         self._recorder.played(payload, start)
         return start
 
@@ -132,20 +127,23 @@ class RecordingSession(CallSession):
         self._pacer = _TappedPacer(kwargs.get("playout_lead", 0.08), self.stats, recorder)
 
     def receive_event(self, event: Event, now: float) -> None:
+        if type(event) is not AudioReceived:
+            self._note(event, now)
+        CallSession.receive_event(self, event, now)
+
+    def _note(self, event: Event, now: float) -> None:
         kind = type(event)
-        if kind is not AudioReceived:
-            recorder = self.recorder
-            if kind is MarkPlayed:
-                assert isinstance(event, MarkPlayed)
-                recorder.event("mark_played", now, name=event.name)
-            elif kind is StreamStarted:
-                recorder.event("start", now)
-            elif kind is StreamStopped:
-                assert isinstance(event, StreamStopped)
-                recorder.event("stop", now, reason=event.reason, details=dict(event.details))
-            elif kind is AudioCleared:
-                recorder.event("cleared", now)
-        super().receive_event(event, now)
+        recorder = self.recorder
+        if kind is MarkPlayed:
+            assert isinstance(event, MarkPlayed)
+            recorder.event("mark_played", now, name=event.name)
+        elif kind is StreamStarted:
+            recorder.event("start", now)
+        elif kind is StreamStopped:
+            assert isinstance(event, StreamStopped)
+            recorder.event("stop", now, reason=event.reason, details=dict(event.details))
+        elif kind is AudioCleared:
+            recorder.event("cleared", now)
 
     def clear(self, now: float) -> list[Command]:
         commands = super().clear(now)

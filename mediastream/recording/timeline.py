@@ -94,8 +94,8 @@ class StreamLane:
 class ScheduledLane:
     """Wire frames placed at their scheduled play time, cut by clears, resampled."""
 
-    __slots__ = ("_bps", "_cursor", "_decode", "_fresh", "_pending", "_rate", "_resampler",
-                 "_t0", "_wire_rate")
+    __slots__ = ("_bps", "_cursor", "_decode", "_fresh", "_index", "_payload", "_rate",
+                 "_resampler", "_t0", "_wire_rate")
 
     def __init__(self, fmt: MediaFormat, rate: int, t0: float) -> None:
         self._decode = decoder_for(fmt)
@@ -103,8 +103,10 @@ class ScheduledLane:
         self._wire_rate = fmt.sample_rate
         self._rate = rate
         self._t0 = t0
-        #: ``[first wire-sample index, payload]`` per frame not yet fully taken, in order.
-        self._pending: deque[list[object]] = deque()
+        #: First wire-sample index and payload of each frame not yet fully taken, in
+        #: order (two deques: no object per frame for the garbage collector to track).
+        self._index: deque[int] = deque()
+        self._payload: deque[bytes] = deque()
         #: Wire index just after the last frame added (frames back to back snap to it).
         self._cursor = -1
         self._resampler = (
@@ -118,22 +120,23 @@ class ScheduledLane:
             index = self._cursor  # the next frame of a run: no rounding gap or overlap
         if index < 0:
             index = 0
-        self._pending.append([index, payload])
+        self._index.append(index)
+        self._payload.append(payload)
         self._cursor = index + len(payload) // self._bps
 
     def cut(self, at: float) -> None:
         """Nothing scheduled at or after loop time ``at`` was heard."""
         cut = int(np.ceil((at - self._t0) * self._wire_rate))
-        pending = self._pending
-        while pending:
-            index, payload = pending[-1]
-            assert isinstance(index, int) and isinstance(payload, bytes)
+        indices, payloads = self._index, self._payload
+        while indices:
+            index = indices[-1]
             if index >= cut:
-                pending.pop()
+                indices.pop()
+                payloads.pop()
                 continue
             keep = (cut - index) * self._bps
-            if keep < len(payload):
-                pending[-1][1] = payload[:keep]
+            if keep < len(payloads[-1]):
+                payloads[-1] = payloads[-1][:keep]
             break
         self._cursor = -1
 
@@ -142,13 +145,11 @@ class ScheduledLane:
         wire, rate = self._wire_rate, self._rate
         w0, w1 = start * wire // rate, stop * wire // rate
         block = np.zeros(w1 - w0, dtype=np.int16)
-        pending = self._pending
+        indices, payloads = self._index, self._payload
         run_start = -1
         run: list[bytes] = []
         run_end = -1
-        for item in pending:
-            index, payload = item
-            assert isinstance(index, int) and isinstance(payload, bytes)
+        for index, payload in zip(indices, payloads, strict=True):
             if index >= w1:
                 break
             if index != run_end:
@@ -157,12 +158,9 @@ class ScheduledLane:
             run.append(payload)
             run_end = index + len(payload) // self._bps
         self._place(block, w0, run_start, run)
-        while pending:  # drop what is wholly taken
-            index, payload = pending[0]
-            assert isinstance(index, int) and isinstance(payload, bytes)
-            if index + len(payload) // self._bps > w1:
-                break
-            pending.popleft()
+        while indices and indices[0] + len(payloads[0]) // self._bps <= w1:
+            indices.popleft()  # wholly taken
+            payloads.popleft()
         rs = self._resampler
         if rs is None:
             return block

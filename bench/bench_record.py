@@ -1,0 +1,134 @@
+"""What call recording costs, and whether every recording of a load run is right.
+
+``python -m bench record [--calls 20] [--seconds 6] [--reps 2]``
+
+Two servers (``mediastream serve --bot echo``), the same but for ``--record DIR``, each in
+its own process pinned to one core, take the same load of simulated Twilio μ-law probe
+calls (:func:`mediastream.caller.run_calls`), interleaved: plain, recording, plain,
+recording... The server's CPU is sampled over the steady part of each run
+(:func:`bench.harness.run_level`) and printed side by side as milliseconds of CPU per
+call-second, with the ratio: recording's cost as a share of one call's CPU (the budget
+is 10 %). The echo bot is the cheapest bot there is, so the share is an upper bound for
+real bots.
+
+Then every WAV the recording runs wrote is checked (:mod:`bench.record_check`): a
+complete standard WAV whose sidecar says complete, with the caller's probes on the left
+at the times they were sent and each echo on the right shortly after, at its frequency.
+The exit status is 1 when any file is wrong or a call failed. ``--calls 200`` is the
+issue's load check (takes about a minute; run it on a quiet machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.harness import LevelResult, ServerProcess, log, pin_cores, run_level
+from bench.record_check import check_echo_recording
+
+__all__ = ["main"]
+
+BUDGET = 0.10
+
+
+def _argv(record: Path | None, bot: str) -> list[str]:
+    argv = ["-m", "mediastream", "serve", "--port", "{port}", "--bot", bot,
+            "--log-level", "WARNING", "--max-calls", "2000"]
+    return argv + (["--record", str(record)] if record is not None else [])
+
+
+async def _one(name: str, record: Path | None, args: argparse.Namespace) -> LevelResult:
+    with ServerProcess(name, _argv(record, args.bot), core=args.server_core) as server:
+        result = await run_level(server, server.url("/ws/twilio"), calls=args.calls,
+                                 seconds=args.seconds, ramp=args.ramp)
+    return result
+
+
+def _ms_per_call_second(r: LevelResult) -> float | None:
+    return None if r.cpu is None else 1000 * r.cpu / r.calls
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench record", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of each call")
+    parser.add_argument("--ramp", type=float, default=None,
+                        help="seconds over which the calls start (default: calls / 100)")
+    parser.add_argument("--reps", type=int, default=2, help="runs per server (median)")
+    parser.add_argument("--bot", default="echo",
+                        help="the server's bot (default echo, the cheapest: the upper bound "
+                        "of the share; bot.echo is the Pipecat echo)")
+    parser.add_argument("--keep", metavar="DIR", help="record there and keep the files")
+    parser.add_argument("--server-core", type=int)
+    parser.add_argument("--client-core", type=int)
+    args = parser.parse_args(argv)
+    if args.ramp is None:
+        args.ramp = args.calls / 100
+    args.server_core, args.client_core = pin_cores(args.server_core, args.client_core)
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ms-record-"))
+    try:
+        return _run(args, root)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, root: Path) -> int:
+    start = time.monotonic()
+    log(f"{args.calls} calls of {args.seconds:g} s x {args.reps}, plain and recording, "
+        f"interleaved; recordings in {root}")
+    plain: list[LevelResult] = []
+    recorded: list[LevelResult] = []
+    dirs: list[Path] = []
+    for rep in range(args.reps):
+        plain.append(asyncio.run(_one("plain", None, args)))
+        dirs.append(root / f"rep{rep}")
+        recorded.append(asyncio.run(_one("record", dirs[-1], args)))
+    failures = sum(r.failures for r in plain + recorded)
+    rows = []
+    for name, results in (("plain", plain), ("--record", recorded)):
+        cpus = [v for v in map(_ms_per_call_second, results) if v is not None]
+        rows.append((name, statistics.median(cpus) if cpus else None,
+                     [round(v, 2) for v in cpus]))
+    print(f"\nServer CPU per call-second, bot {args.bot}, {args.calls} Twilio μ-law calls of "
+          f"{args.seconds:g} s, median of {args.reps} (server on core {args.server_core})")
+    for name, median, runs in rows:
+        shown = "-" if median is None else f"{median:.3f}"
+        print(f"  {name:9} {shown:>7} ms CPU per call-second   runs: {runs}")
+    status = 0
+    base, rec = rows[0][1], rows[1][1]
+    if base and rec:
+        share = rec / base - 1
+        verdict = "within" if share <= BUDGET else "OVER"
+        print(f"  recording costs {100 * share:+.1f} % of a call's CPU "
+              f"(ratio {rec / base:.3f}; {verdict} the {100 * BUDGET:.0f} % budget)")
+    else:
+        print("  no CPU figure: the steady window was too short (use --seconds >= 3)")
+    wavs = sorted(p for d in dirs for p in d.glob("*.wav"))
+    problems = [p for wav in wavs for p in check_echo_recording(wav, args.seconds)]
+    expected = args.calls * args.reps
+    print(f"\nRecordings: {len(wavs)} files for {expected} calls; "
+          f"{len(wavs) - len({p.split(':')[0] for p in problems})} complete and right "
+          f"(probes left, echoes right, at their times and frequencies)")
+    for line in problems[:20]:
+        print("  " + line)
+    if len(problems) > 20:
+        print(f"  ... and {len(problems) - 20} more")
+    if failures:
+        print(f"  {failures} calls failed")
+    if problems or len(wavs) != expected or failures:
+        status = 1
+    print(f"(wall time {time.monotonic() - start:.0f} s)")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
