@@ -347,3 +347,58 @@ def test_logs_name_the_call_when_the_writer_fails(caplog: pytest.LogCaptureFixtu
     assert sink.failed and writer.backlog == 0
     (record,) = caplog.records  # one line, and the later operation is skipped
     assert "[call CA-log]" in record.getMessage() and "opening the file" in record.getMessage()
+
+
+@pytest.mark.asyncio
+async def test_audio_late_in_a_burst_keeps_its_place_on_the_left(tmp_path: Path) -> None:
+    # The caller's connection freezes for 400 ms at 1.1 s and then sends the backlog at
+    # once (a TCP stall: late, not lost). The provider's timestamps say where that audio
+    # belongs: the probe sent at 1.2 s stays at 1.2 s, and so does every later one.
+    async with MediaStreamServer(_config(tmp_path), bot=echo_bot) as server:
+        report = await asyncio.wait_for(run_calls(
+            f"ws://127.0.0.1:{server.port}/ws/twilio", provider="twilio", seconds=3.0,
+            faults=["stall:400@1.1"]), scaled(20))
+    assert report.calls[0].end == "completed"
+    (wav,) = _wavs(tmp_path)
+    rec = read_recording(wav)
+    left = tone_onsets(rec.left, rec.rate)
+    assert len(left) == 5 and all(abs(t - (0.2 + 0.5 * k)) < 0.06
+                                  for k, t in enumerate(left)), left
+    # The caller heard that probe's echo late, and so does the right channel.
+    right = tone_onsets(rec.right, rec.rate)
+    assert len(right) == 5 and right[2] - left[2] > 0.2, (left, right)
+
+
+def test_a_stream_lane_follows_the_providers_clock() -> None:
+    from mediastream.recording.timeline import StreamLane
+
+    lane = StreamLane(8000)
+    frame = b"\x01\x00" * 160
+    lane.stream_ms = 20
+    lane.add(frame, wall=1000)  # first frame: ends at the wall clock
+    assert lane.end == 1000
+    lane.stream_ms = 40
+    lane.add(frame, wall=5000)  # late (a burst): the stream says it comes next
+    assert lane.end == 1160
+    lane.stream_ms = 1040  # the provider's clock moved on 1 s: nothing was sent meanwhile
+    lane.add(frame, wall=9000)
+    assert lane.end == 1160 + 8000
+    block = lane.take(0, 9160)
+    assert block[840:1160].tolist() == [1] * 320 and not block[1160:9000].any()
+
+
+def test_a_cut_removes_what_was_scheduled_after_it_to_the_sample() -> None:
+    from mediastream.protocols.events import MediaFormat
+    from mediastream.recording.timeline import ScheduledLane
+
+    lane = ScheduledLane(MediaFormat("l16", 8000), 8000, t0=10.0)
+    frame = b"\x00\x10" * 160  # 4096, L16 little-endian
+    for k in range(10):  # 200 ms scheduled from t = 0.1 s
+        lane.add(frame, 10.1 + 0.02 * k)
+    lane.cut(10.15)  # the caller stopped hearing it 50 ms in
+    lane.add(frame, 10.2)  # new audio after the clear
+    block = lane.take(0, 2400)
+    loud = np.flatnonzero(block)
+    assert loud[0] == 800 and block[800:1200].tolist() == [4096] * 400
+    assert not block[1200:1600].any() and block[1600:1760].tolist() == [4096] * 160
+    assert not block[1760:].any()

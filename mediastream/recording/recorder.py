@@ -46,6 +46,8 @@ logger = logging.getLogger("mediastream.recording")
 
 #: Seconds of audio per block handed to the disk.
 FLUSH_S: Final = 1.0
+#: A stream lane this far behind the clock is no longer waited for.
+MAX_WAIT_S: Final = 2.0
 #: Custom parameter names whose values never reach the sidecar.
 _SECRET = re.compile(r"token|secret|passw|auth|key|sig|credential|cookie", re.IGNORECASE)
 
@@ -185,6 +187,13 @@ class CallRecorder:
     def _ignore(self, payload: bytes, play_at: float) -> None:
         """:attr:`played` on a listen-only call, or once the recording stopped."""
 
+    def stream_time(self, track: str, end_ms: int) -> None:
+        """A media message of ``track`` ("inbound"...: the caller's) carries the
+        provider's timestamp ``end_ms`` (its end, ms of stream time)."""
+        lane = self._left if track.startswith("inbound") else self._right
+        if isinstance(lane, StreamLane) and (lane.stream_ms is None or end_ms > lane.stream_ms):
+            lane.stream_ms = end_ms
+
     def cut(self, now: float) -> None:
         """Nothing of ours scheduled from ``now`` on reaches the caller (clear, end)."""
         right = self._right
@@ -215,10 +224,16 @@ class CallRecorder:
                 ends.append(self._right.end)
             horizon = -(-max(ends) // frame) * frame
         else:
-            horizon = int((now - self._t0 - MARGIN_S) * self._rate) // frame * frame
-            # A stream running ahead of the clock is written as it comes (bounded memory).
-            ahead = (self._left.end - self._rate) // frame * frame
-            horizon = max(horizon, ahead)
+            wall = int((now - self._t0) * self._rate)
+            # Up to MARGIN_S behind the clock, and not past a stream lane's end (audio
+            # late in a burst still belongs there) unless it is MAX_WAIT_S behind; a
+            # stream running ahead of the clock is written as it comes.
+            ends = [self._left.end]
+            if isinstance(self._right, StreamLane):
+                ends.append(self._right.end)
+            horizon = max(min(wall - int(MARGIN_S * self._rate), *ends),
+                          wall - int(MAX_WAIT_S * self._rate),
+                          self._left.end - self._rate) // frame * frame
         start = self._written
         stereo = b""
         if horizon > start:

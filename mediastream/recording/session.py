@@ -127,7 +127,12 @@ class RecordingSession(CallSession):
         self._pacer = _TappedPacer(kwargs.get("playout_lead", 0.08), self.stats, recorder)
 
     def receive_event(self, event: Event, now: float) -> None:
-        if type(event) is not AudioReceived:
+        if type(event) is AudioReceived:
+            assert isinstance(event, AudioReceived)
+            ms = event.timestamp_ms
+            if ms is not None:
+                self.recorder.stream_time(event.track, ms + 20)
+        else:
             self._note(event, now)
         CallSession.receive_event(self, event, now)
 

@@ -26,6 +26,7 @@ end)`` as int16 samples at the recording rate; the recorder takes blocks only up
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Final
 
@@ -48,7 +49,7 @@ MARGIN_S: Final = 0.3
 class StreamLane:
     """Samples at the recording rate laid back to back, re-anchored after stalls."""
 
-    __slots__ = ("_buf", "_buf_start", "_end", "_rate", "_slack")
+    __slots__ = ("_buf", "_buf_start", "_end", "_offset", "_rate", "_slack", "stream_ms")
 
     def __init__(self, rate: int) -> None:
         self._rate = rate
@@ -58,6 +59,11 @@ class StreamLane:
         self._buf_start = 0
         #: Index just after the last sample laid down (``None``: nothing yet).
         self._end: int | None = None
+        #: The provider's timestamp (ms) at the end of the newest frame received on this
+        #: track, set by the session tap; ``None`` when the provider sends none.
+        self.stream_ms: int | None = None
+        #: Recording index of the provider's timestamp 0 (set by the first frame).
+        self._offset = 0
 
     @property
     def end(self) -> int:
@@ -65,11 +71,23 @@ class StreamLane:
         return self._end if self._end is not None else 0
 
     def add(self, pcm: bytes, wall: int) -> None:
-        """Lay ``pcm`` (int16 LE mono) down; ``wall`` is the sample index of now."""
+        """Lay ``pcm`` (int16 LE mono) down; ``wall`` is the sample index of now.
+
+        Where "now" is on the stream: the provider's timestamp of the newest frame
+        received (:attr:`stream_ms`, anchored to the wall clock at the first frame) when
+        it sends one -- so audio delivered late in a burst keeps its place -- else the
+        wall clock.
+        """
         n = len(pcm) >> 1
         end = self._end
+        ms = self.stream_ms
+        if end is None:
+            if ms is not None:
+                self._offset = wall - ms * self._rate // 1000
+        elif ms is not None:
+            wall = self._offset + ms * self._rate // 1000
         if end is None or end < wall - n - self._slack:
-            end = wall - n  # first frame, or after a stall: it ends now
+            end = wall - n  # first frame, or after a pause in the stream: it ends now
         if end < self._buf_start:
             end = self._buf_start  # never before what was already written
         pad = end - self._buf_start - (len(self._buf) >> 1)
@@ -126,7 +144,7 @@ class ScheduledLane:
 
     def cut(self, at: float) -> None:
         """Nothing scheduled at or after loop time ``at`` was heard."""
-        cut = int(np.ceil((at - self._t0) * self._wire_rate))
+        cut = math.ceil((at - self._t0) * self._wire_rate - 1e-6)  # float noise: not a sample
         indices, payloads = self._index, self._payload
         while indices:
             index = indices[-1]
