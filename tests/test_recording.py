@@ -402,3 +402,24 @@ def test_a_cut_removes_what_was_scheduled_after_it_to_the_sample() -> None:
     assert loud[0] == 800 and block[800:1200].tolist() == [4096] * 400
     assert not block[1200:1600].any() and block[1600:1760].tolist() == [4096] * 160
     assert not block[1760:].any()
+
+
+@pytest.mark.asyncio
+async def test_the_readme_comparison_example_lines_both_recordings_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+               if "call-0000-heard.wav" in b]
+    async with MediaStreamServer(_config(tmp_path / "rec"), bot=echo_bot) as server:
+        await asyncio.wait_for(run_calls(
+            f"ws://127.0.0.1:{server.port}/ws/telnyx", provider="telnyx", seconds=1.5,
+            record_dir=tmp_path / "calls"), scaled(20))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README:recording", "exec"), {})
+    found = re.fullmatch(r"sent (\S+) s, played (\S+) s, heard (\S+) s\n", capsys.readouterr().out)
+    assert found is not None
+    sent, played, heard = map(float, found.groups())
+    assert abs(sent - 0.2) < 0.05 and 0 <= played - sent < 0.06 and 0 <= heard - played < 0.04

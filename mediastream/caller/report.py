@@ -53,7 +53,9 @@ class CallReport:
     close_code: int | None = None
     close_reason: str = ""
     started_at: float = 0.0  # seconds since the run started
-    #: When the WebSocket opened (the origin of the recording), seconds since the run started.
+    #: When the stream started (the WebSocket open, the caller sent ``start``), seconds
+    #: since the run started: time zero of the caller's recording, and of the server's
+    #: ``--record`` file of the same call one network delay later (README).
     opened_at: float = 0.0
     duration_s: float = 0.0
     frames_sent: int = 0
