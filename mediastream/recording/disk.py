@@ -26,18 +26,20 @@ import contextlib
 import json
 import logging
 import os
-import queue
 import re
 import struct
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["MAX_BACKLOG_BYTES", "DiskWriter", "WavSink", "safe_name"]
+__all__ = ["MAX_BACKLOG_BYTES", "WAKE_S", "DiskWriter", "WavSink", "safe_name"]
 
 logger = logging.getLogger("mediastream.recording")
 
+#: How often the writer thread looks for work (a crash loses at most this much more).
+WAKE_S: Final = 0.25
 #: Bytes handed to the thread but not yet written beyond which blocks are dropped (and
 #: the recording stopped): a disk that cannot keep up must not grow memory without end.
 MAX_BACKLOG_BYTES: Final = 64 * 1024 * 1024
@@ -148,13 +150,18 @@ class WavSink:
 
 
 class DiskWriter:
-    """The thread performing every recording's file operations, in order."""
+    """The thread performing every recording's file operations, in order.
+
+    It wakes every :data:`WAKE_S` and performs what was queued meanwhile, rather than
+    being woken per operation: with many calls, one wake-up (and one hand-over of the
+    interpreter lock) serves the blocks of all of them.
+    """
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[WavSink, str, Callable[[], None], int] | None]
-        self._queue = queue.SimpleQueue()
+        self._queue: deque[tuple[WavSink, str, Callable[[], None], int]] = deque()
         self._lock = threading.Lock()
         self._backlog = 0
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mediastream-recorder",
                                         daemon=True)
         self._thread.start()
@@ -170,21 +177,27 @@ class DiskWriter:
             if size and self._backlog + size > MAX_BACKLOG_BYTES:
                 return False
             self._backlog += size
-        self._queue.put((sink, what, op, size))
+        self._queue.append((sink, what, op, size))  # deque.append: atomic, no wake-up
         return True
 
     def close(self, timeout: float | None = None) -> None:
         """Finish what is queued, then stop the thread (blocks: run it off the loop)."""
+        self._stop.set()
         if self._thread.is_alive():
-            self._queue.put(None)
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        stop = self._stop
         while True:
-            item = self._queue.get()
-            if item is None:
+            stopping = stop.wait(WAKE_S)
+            self._drain()
+            if stopping:
                 return
-            sink, what, op, size = item
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            sink, what, op, size = queue.popleft()
             try:
                 if not sink.failed:
                     op()
