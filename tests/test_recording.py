@@ -423,3 +423,23 @@ async def test_the_readme_comparison_example_lines_both_recordings_up(
     assert found is not None
     sent, played, heard = map(float, found.groups())
     assert abs(sent - 0.2) < 0.05 and 0 <= played - sent < 0.06 and 0 <= heard - played < 0.04
+
+
+@pytest.mark.asyncio
+async def test_the_asgi_app_records_calls_the_same_way(tmp_path: Path) -> None:
+    pytest.importorskip("uvicorn")
+    from fastapi import FastAPI
+    from test_asgi import _uvicorn
+
+    from mediastream.asgi import asgi_app
+
+    telephony = asgi_app(_config(tmp_path), echo_bot)
+    app = FastAPI(lifespan=telephony.lifespan)
+    app.mount("/telephony", telephony)
+    async with _uvicorn(app, telephony) as (port, _):
+        report = await asyncio.wait_for(run_calls(
+            f"ws://127.0.0.1:{port}/telephony/ws/twilio", provider="twilio", seconds=2.0),
+            scaled(20))
+    check_echo_call(report.calls[0])
+    (wav,) = _wavs(tmp_path)
+    assert check_echo_recording(wav, 2.0) == []
