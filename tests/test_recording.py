@@ -443,3 +443,15 @@ async def test_the_asgi_app_records_calls_the_same_way(tmp_path: Path) -> None:
     check_echo_call(report.calls[0])
     (wav,) = _wavs(tmp_path)
     assert check_echo_recording(wav, 2.0) == []
+
+
+@pytest.mark.asyncio
+async def test_recordings_are_readable_by_owner_and_group_only(tmp_path: Path) -> None:
+    async with MediaStreamServer(_config(tmp_path), bot=echo_bot) as server:
+        await asyncio.wait_for(run_calls(
+            f"ws://127.0.0.1:{server.port}/ws/plivo", provider="plivo", seconds=1.0),
+            scaled(20))
+    files = list(tmp_path.iterdir())
+    assert {f.suffix for f in files} == {".wav", ".json"}
+    # 0640 (less under a stricter umask): nothing for others, no writing for the group.
+    assert all(f.stat().st_mode & 0o137 == 0 for f in files), files

@@ -45,6 +45,8 @@ WAKE_S: Final = 0.25
 MAX_BACKLOG_BYTES: Final = 64 * 1024 * 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_NAME: Final = 100
+#: Recordings are personal data: owner and group only (README: privacy).
+_MODE: Final = 0o640
 
 
 def safe_name(call_id: str) -> str:
@@ -52,6 +54,12 @@ def safe_name(call_id: str) -> str:
     never starting with a dot (no ``..``, no hidden files, no path separators)."""
     name = _UNSAFE.sub("_", call_id).lstrip(".")[:_MAX_NAME]
     return name or "call"
+
+
+def _create(path: Path) -> int:
+    """Open ``path`` for writing, truncated, readable by owner and group only."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
+                   _MODE)
 
 
 def _header(rate: int, channels: int, data_bytes: int) -> bytes:
@@ -84,7 +92,7 @@ class WavSink:
             stem = self.stem if n == 1 else f"{self.stem}-{n}"
             path = self.directory / f"{stem}.wav"
             try:
-                self._fd = os.open(path, flags, 0o640)
+                self._fd = os.open(path, flags, _MODE)
             except FileExistsError:
                 continue
             self.stem, self.wav = stem, path
@@ -94,8 +102,8 @@ class WavSink:
         os.write(self._fd, _header(self.rate, 2, 0))
         description["recording"] = self.wav.name
         self._write_json(description)
-        self._events = open(self.directory / f"{self.stem}.events.jsonl", "w",  # noqa: SIM115
-                            encoding="utf-8")
+        self._events = os.fdopen(_create(self.directory / f"{self.stem}.events.jsonl"), "w",
+                                 encoding="utf-8")
 
     def append(self, stereo: bytes, events: list[dict[str, Any]]) -> None:
         """One block of interleaved samples, then the header's sizes; the events."""
@@ -145,7 +153,8 @@ class WavSink:
     def _write_json(self, description: dict[str, Any]) -> None:
         path = self.directory / f"{self.stem}.json"
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(description, indent=1) + "\n", encoding="utf-8")
+        with os.fdopen(_create(tmp), "w", encoding="utf-8") as f:
+            f.write(json.dumps(description, indent=1) + "\n")
         os.replace(tmp, path)
 
 
