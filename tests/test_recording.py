@@ -455,3 +455,21 @@ async def test_recordings_are_readable_by_owner_and_group_only(tmp_path: Path) -
     assert {f.suffix for f in files} == {".wav", ".json"}
     # 0640 (less under a stricter umask): nothing for others, no writing for the group.
     assert all(f.stat().st_mode & 0o137 == 0 for f in files), files
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("provider", "codec", "rate"), [
+    ("plivo", "l16", 16000),  # little-endian at the session rate: nothing to resample
+    ("plivo", "l16", 8000),
+    ("telnyx", "pcma", 8000),
+])
+async def test_other_wire_formats_record_the_same(tmp_path: Path, provider: str, codec: str,
+                                                  rate: int) -> None:
+    async with MediaStreamServer(_config(tmp_path), bot=echo_bot) as server:
+        report = await asyncio.wait_for(run_calls(
+            f"ws://127.0.0.1:{server.port}/ws/{provider}", provider=provider,  # type: ignore[arg-type]
+            seconds=2.0, codec=codec, rate=rate), scaled(20))  # type: ignore[arg-type]
+    check_echo_call(report.calls[0])
+    (wav,) = _wavs(tmp_path)
+    assert check_echo_recording(wav, 2.0) == []
+    assert read_recording(wav).sidecar["outbound_format"] == f"{codec}/{rate}"
