@@ -11,6 +11,12 @@ call-second, with the ratio: recording's cost as a share of one call's CPU (the 
 is 10 %). The echo bot is the cheapest bot there is, so the share is an upper bound for
 real bots.
 
+The same comparison without sockets: one call's session (``CallSession`` vs
+``RecordingSession``, writer thread included) driven by synthetic Twilio μ-law frames
+echoed back, in this process, alternating, best of ``--reps``: the recording's own CPU
+per call-second without the server runs' noise, also shown as a share of the server's
+plain per-call CPU.
+
 Then every WAV the recording runs wrote is checked (:mod:`bench.record_check`): a
 complete standard WAV whose sidecar says complete, with the caller's probes on the left
 at the times they were sent and each echo on the right shortly after, at its frequency.
@@ -49,6 +55,65 @@ async def _one(name: str, record: Path | None, args: argparse.Namespace) -> Leve
         result = await run_level(server, server.url("/ws/twilio"), calls=args.calls,
                                  seconds=args.seconds, ramp=args.ramp)
     return result
+
+
+def _session_ms(record: bool, seconds: int, root: Path) -> float:
+    """CPU ms per call-second of one echoing session, recorded or not (this process)."""
+    import numpy as np
+
+    from audiocodecs.g711 import ulaw_encode
+    from mediastream.call import CallEvent, InboundAudio
+    from mediastream.protocols.events import (
+        AudioReceived,
+        CallInfo,
+        MarkPlayed,
+        MediaFormat,
+        SendMark,
+    )
+    from mediastream.recording import Recordings, check_record_dir
+    from mediastream.recording.session import open_session
+    from mediastream.session import CallSession
+
+    fmt = MediaFormat("pcmu", 8000)
+    info = CallInfo("twilio", f"CA-session-{record}", "MZ1", fmt, fmt)
+    t = np.arange(160) / 8000
+    frames = [ulaw_encode(np.round(8000 * np.sin(2 * np.pi * 600 * t + k)).astype(np.int16)
+                          ).tobytes() for k in range(50)]
+    clock = [0.0]
+
+    class Echo:  # the host: the bot echoes every frame at once
+        session: CallSession
+
+        def deliver(self, events: list[CallEvent]) -> None:
+            for event in events:
+                if type(event) is InboundAudio:
+                    self.session.send_audio(event.pcm, 16000, clock[0])
+
+        def wake(self) -> None: ...
+        def resume(self) -> None: ...
+        def failed(self, exc: Exception) -> None:
+            raise exc
+
+    host = Echo()
+    recordings = Recordings(check_record_dir(str(root))) if record else None
+    host.session = session = open_session(recordings, info, host, clock=lambda: clock[0],
+                                          agent=None, now=0.0, bot_sample_rate=16000)
+    messages = [AudioReceived(frames[i % 50], fmt, chunk=i + 1, timestamp_ms=20 * i)
+                for i in range(50 * seconds)]
+    started = time.process_time()
+    for i, message in enumerate(messages):
+        now = clock[0] = 0.02 * i
+        session.receive_event(message, now)
+        for command in session.poll(now):
+            if type(command) is SendMark:
+                session.receive_event(MarkPlayed(command.name), now)
+    session.end("stop", clock[0])
+    if recordings is not None:
+        from mediastream.recording.session import close_recording
+
+        close_recording(session, clock[0], reason="stop", close_code=1000, outcome="stopped")
+        recordings.writer.close()
+    return 1000 * (time.process_time() - started) / seconds
 
 
 def _ms_per_call_second(r: LevelResult) -> float | None:
@@ -117,6 +182,18 @@ def _run(args: argparse.Namespace, root: Path) -> int:
               f"{100 * BUDGET:.0f} % budget)")
     else:
         print("  no CPU figure: the steady window was too short (use --seconds >= 3)")
+    plain_s, record_s = [], []
+    for rep in range(max(3, args.reps)):
+        plain_s.append(_session_ms(False, 60, root))
+        record_s.append(_session_ms(True, 60, root / f"session{rep}"))
+    own = min(record_s) - min(plain_s)
+    print(f"\nOne session alone (no sockets), best of {len(plain_s)}: plain "
+          f"{min(plain_s):.3f}, recording {min(record_s):.3f} ms CPU per call-second: the "
+          f"recording's own cost {own:.3f} ms", end="")
+    if rows[0][1]:
+        print(f" = {100 * own / rows[0][1]:.1f} % of a plain server call's CPU above")
+    else:
+        print()
     wavs = sorted(p for d in dirs for p in d.glob("*.wav"))
     problems = [p for wav in wavs for p in check_echo_recording(wav, args.seconds)]
     expected = args.calls * args.reps
