@@ -109,9 +109,11 @@ def _session_ms(record: bool, seconds: int, root: Path) -> float:
                 session.receive_event(MarkPlayed(command.name), now)
     session.end("stop", clock[0])
     if recordings is not None:
+        from mediastream.errors import Outcome
         from mediastream.recording.session import close_recording
+        from mediastream.server.ending import Ending
 
-        close_recording(session, clock[0], reason="stop", close_code=1000, outcome="stopped")
+        close_recording(session, clock[0], Ending(1000, "stop", Outcome.STOPPED))
         recordings.writer.close()
     return 1000 * (time.process_time() - started) / seconds
 

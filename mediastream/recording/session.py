@@ -17,7 +17,8 @@ decisions:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from enum import Enum
+from typing import Any, Protocol
 
 from mediastream.call import (
     CallEnded,
@@ -166,8 +167,19 @@ def open_session(recordings: Recordings | None, call: CallInfo, host: SessionHos
                             **kwargs)
 
 
-def close_recording(session: CallSession | None, now: float, *, reason: str,
-                    close_code: int | None, outcome: str) -> None:
+class Ending(Protocol):
+    """How the call ended (the server's ``Ending``): what the sidecar keeps of it."""
+
+    @property
+    def reason(self) -> str: ...
+    @property
+    def code(self) -> int | None: ...
+    @property
+    def outcome(self) -> Enum: ...
+
+
+def close_recording(session: CallSession | None, now: float, ending: Ending) -> None:
     """The call ended: finish its recording, if it has one."""
     if isinstance(session, RecordingSession):
-        session.recorder.close(now, reason=reason, close_code=close_code, outcome=outcome)
+        session.recorder.close(now, reason=ending.reason, close_code=ending.code,
+                               outcome=str(ending.outcome.value))

@@ -242,10 +242,9 @@ class MediaConnection:
         self._session = session = open_session(
             host.recordings, info, self, clock=self._loop.time, agent=self._agent,
             bot_sample_rate=config.bot_sample_rate, bot_frame_ms=config.bot_frame_ms,
-            playout_lead=config.playout_lead,
-            mark_interval=config.mark_interval, reorder_window=config.reorder_window, now=now,
-            mark_grace=config.mark_grace, idle_flush=config.idle_flush, batcher=host.batcher,
-            listen_only=listen_only)
+            playout_lead=config.playout_lead, mark_interval=config.mark_interval,
+            reorder_window=config.reorder_window, now=now, mark_grace=config.mark_grace,
+            idle_flush=config.idle_flush, batcher=host.batcher, listen_only=listen_only)
         self._stats = stats = StatsSync(host.metrics, info.provider, protocol)
         self._call = call = LiveCall(
             info, session, LISTEN_ONLY if listen_only else protocol.capabilities, self, self.log,
@@ -415,8 +414,7 @@ class MediaConnection:
         session = self._session
         if self._stats is not None and session is not None:
             self._stats.close(session.stats)
-        close_recording(session, self._loop.time(), reason=self._ending.reason,
-                        close_code=self._ending.code, outcome=self._ending.outcome.value)
+        close_recording(session, self._loop.time(), self._ending)
         if self._admitted:
             self._host.release()
         self._host.calls.close(self._record, self._ending)
