@@ -85,12 +85,10 @@ class MediaConnection:
         self._finished: asyncio.Future[None] = self._loop.create_future()
         self._flush_on_close = self._hangup_started = False
         self._record: CallRecord | None = None
-        self._admitted = False
-        self._accounted = False
+        self._admitted = self._accounted = False
         self._opened_at = self._loop.time()
         self._start_timer: asyncio.TimerHandle | None = self._loop.call_later(
-            config.first_message_timeout, self._no_start
-        )
+            config.first_message_timeout, self._no_start)
         socket.handler = self
 
     # ------------------------------------------------------------------ state
