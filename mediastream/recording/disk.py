@@ -172,8 +172,7 @@ class DiskWriter:
         self._backlog = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mediastream-recorder",
-                                        daemon=True)
-        self._thread.start()
+                                        daemon=True)  # started by the first submit
 
     @property
     def backlog(self) -> int:
@@ -187,6 +186,10 @@ class DiskWriter:
                 return False
             self._backlog += size
         self._queue.append((sink, what, op, size))  # deque.append: atomic, no wake-up
+        if not self._thread.is_alive() and not self._stop.is_set():
+            with self._lock:
+                if self._thread.ident is None:
+                    self._thread.start()
         return True
 
     def close(self, timeout: float | None = None) -> None:

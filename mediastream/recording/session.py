@@ -125,7 +125,7 @@ class RecordingSession(CallSession):
         #: The call's recorder (the server closes it with the call's ending).
         self.recorder = recorder
         super().__init__(call, _Tap(host, recorder), **kwargs)
-        self._pacer = _TappedPacer(kwargs.get("playout_lead", 0.08), self.stats, recorder)
+        self._pacer = _TappedPacer(self._pacer.lead, self.stats, recorder)
 
     def receive_event(self, event: Event, now: float) -> None:
         if type(event) is AudioReceived:
