@@ -12,8 +12,8 @@ is 10 %). The echo bot is the cheapest bot there is, so the share is an upper bo
 real bots.
 
 The same comparison without sockets: one call's session (``CallSession`` vs
-``RecordingSession``, writer thread included) driven by synthetic Twilio μ-law frames
-echoed back, in this process, alternating, best of ``--reps``: the recording's own CPU
+``RecordingSession``, writer thread included) driven by the same probe frames, echoed
+back, in this process, alternating, best of ``--reps``: the recording's own CPU
 per call-second without the server runs' noise, also shown as a share of the server's
 plain per-call CPU.
 
@@ -59,10 +59,10 @@ async def _one(name: str, record: Path | None, args: argparse.Namespace) -> Leve
 
 def _session_ms(record: bool, seconds: int, root: Path) -> float:
     """CPU ms per call-second of one echoing session, recorded or not (this process)."""
-    import numpy as np
+    import base64
 
-    from audiocodecs.g711 import ulaw_encode
     from mediastream.call import CallEvent, InboundAudio
+    from mediastream.caller.audio import probe_plan
     from mediastream.protocols.events import (
         AudioReceived,
         CallInfo,
@@ -76,9 +76,8 @@ def _session_ms(record: bool, seconds: int, root: Path) -> float:
 
     fmt = MediaFormat("pcmu", 8000)
     info = CallInfo("twilio", f"CA-session-{record}", "MZ1", fmt, fmt)
-    t = np.arange(160) / 8000
-    frames = [ulaw_encode(np.round(8000 * np.sin(2 * np.pi * 600 * t + k)).astype(np.int16)
-                          ).tobytes() for k in range(50)]
+    # What the server runs' callers send: the probe pattern (200 ms tones every 500 ms).
+    frames = [base64.b64decode(f) for f in probe_plan(fmt, seconds).frames]
     clock = [0.0]
 
     class Echo:  # the host: the bot echoes every frame at once
@@ -98,8 +97,8 @@ def _session_ms(record: bool, seconds: int, root: Path) -> float:
     recordings = Recordings(check_record_dir(str(root))) if record else None
     host.session = session = open_session(recordings, info, host, clock=lambda: clock[0],
                                           agent=None, now=0.0, bot_sample_rate=16000)
-    messages = [AudioReceived(frames[i % 50], fmt, chunk=i + 1, timestamp_ms=20 * i)
-                for i in range(50 * seconds)]
+    messages = [AudioReceived(frame, fmt, chunk=i + 1, timestamp_ms=20 * i)
+                for i, frame in enumerate(frames)]
     started = time.process_time()
     for i, message in enumerate(messages):
         now = clock[0] = 0.02 * i

@@ -263,9 +263,9 @@ async def test_a_killed_server_leaves_a_readable_recording(tmp_path: Path) -> No
     assert all(0 <= r - lo < 0.3 for lo, r in zip(left, right, strict=False))
     side = json.loads(wav.with_suffix(".json").read_text())
     assert side["complete"] is False and side["call_id"] == report.calls[0].call_id
-    # The events written so far are there too, one JSON object per line.
+    # The events written so far are there too, one JSON array per block written.
     lines = wav.with_suffix(".events.jsonl").read_text().splitlines()
-    assert json.loads(lines[0])["event"] == "start"
+    assert json.loads(lines[0])[0]["event"] == "start"
 
 
 @pytest.mark.asyncio
@@ -473,3 +473,43 @@ async def test_other_wire_formats_record_the_same(tmp_path: Path, provider: str,
     (wav,) = _wavs(tmp_path)
     assert check_echo_recording(wav, 2.0) == []
     assert read_recording(wav).sidecar["outbound_format"] == f"{codec}/{rate}"
+
+
+def test_silence_skips_the_resampler_without_moving_the_sound() -> None:
+    from audiocodecs.g711 import ulaw_decode, ulaw_encode
+    from audiocodecs.resample import StreamResampler
+    from mediastream.protocols.events import MediaFormat
+    from mediastream.recording.timeline import ScheduledLane
+
+    # 3 s of 8 kHz μ-law: bursts of a 700 Hz tone between silences of various lengths,
+    # some crossing the 1 s block boundaries; one frame every 20 ms from t = 0.
+    loud = np.zeros(150, dtype=bool)
+    for first, length in ((3, 10), (20, 1), (22, 30), (49, 4), (80, 2), (83, 40), (140, 9)):
+        loud[first : first + length] = True
+    t = np.arange(160) / 8000
+    frames = []
+    for k in range(150):
+        tone = np.round(9000 * np.sin(2 * np.pi * 700 * (t + 0.02 * k))).astype(np.int16)
+        frames.append(ulaw_encode(tone).tobytes() if loud[k] else b"\xff" * 160)
+    lane = ScheduledLane(MediaFormat("pcmu", 8000), 16000, t0=0.0)
+    for k, frame in enumerate(frames):
+        lane.add(frame, 0.02 * k)
+    got = np.concatenate([lane.take(16000 * s, 16000 * (s + 1)) for s in range(3)])
+    # The reference: the whole signal through one resampler, lead-padded like the lane.
+    rs = StreamResampler(8000, 16000)
+    wire = ulaw_decode(b"".join(frames))
+    ref = np.concatenate([np.zeros(rs.delay_samples, np.int16), rs.process(wire)])[:48000]
+    assert len(got) == 48000
+    quiet = np.repeat(~loud, 320)
+    # Where the bot was silent (beyond the filter's reach), exactly silence; where it
+    # spoke, the same samples as the continuous resampler, to a few LSB.
+    reach = np.convolve(~quiet, np.ones(401), mode="same") > 0  # the filter's ringing
+    assert not got[~reach].any()
+    # A run of sound after silence starts a fresh resampler stream, like the call's first
+    # audio: the few samples of the filter's rise before its group delay are not there.
+    rise = np.zeros(48000, dtype=bool)
+    for k in np.flatnonzero(loud[1:] & ~loud[:-1]) + 1:
+        rise[320 * k : 320 * k + 12] = True  # before the lead pad + group delay
+    diff = np.abs(got.astype(int) - ref.astype(int))
+    assert diff[~rise].max() < 300, np.flatnonzero(diff[~rise] >= 300)
+    assert np.corrcoef(got.astype(float), ref.astype(float))[0, 1] > 0.999

@@ -118,9 +118,8 @@ class WavSink:
                 self._data -= self._data % 4
                 os.pwrite(self._fd, struct.pack("<I", 36 + self._data), 4)
                 os.pwrite(self._fd, struct.pack("<I", self._data), 40)
-        if events:
-            self._events.write("".join(json.dumps(e, separators=(",", ":")) + "\n"
-                                       for e in events))
+        if events:  # one line per block: a JSON array of its events (one dumps call)
+            self._events.write(json.dumps(events, separators=(",", ":")) + "\n")
             self._events.flush()
 
     def close(self, description: dict[str, Any]) -> None:
@@ -130,7 +129,7 @@ class WavSink:
         self._events.close()
         events_path = self.directory / f"{self.stem}.events.jsonl"
         with open(events_path, encoding="utf-8") as f:
-            description["events"] = [json.loads(line) for line in f if line.strip()]
+            description["events"] = [e for line in f if line.strip() for e in json.loads(line)]
         description["recording"] = self.wav.name if self.wav is not None else None
         description["complete"] = True
         self._write_json(description)

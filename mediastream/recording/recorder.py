@@ -13,7 +13,8 @@ are aligned is :mod:`.timeline`'s; how the files survive a crash is :mod:`.disk`
   parameters with secrets redacted, start time, rate) from the start, then at the end the
   end reason and close code and every event (start, DTMF, marks placed and played,
   clears, playout start/stop, stop) with ``t``, seconds on the WAV's timeline. During the
-  call the events go to ``DIR/<call_id>.events.jsonl``, merged into the JSON at the end.
+  call the events go to ``DIR/<call_id>.events.jsonl`` (a JSON array per block), merged
+  into the JSON at the end.
 
 Audio is buffered per call for about :data:`FLUSH_S` (plus the timeline's margin), then
 handed to the writer thread as one block: memory per call is bounded, and the event loop

@@ -112,8 +112,8 @@ class StreamLane:
 class ScheduledLane:
     """Wire frames placed at their scheduled play time, cut by clears, resampled."""
 
-    __slots__ = ("_bps", "_cursor", "_decode", "_fresh", "_index", "_payload", "_rate",
-                 "_resampler", "_t0", "_wire_rate")
+    __slots__ = ("_bps", "_cursor", "_decode", "_fresh", "_index", "_payload", "_quiet",
+                 "_rate", "_resampler", "_t0", "_wire_rate")
 
     def __init__(self, fmt: MediaFormat, rate: int, t0: float) -> None:
         self._decode = decoder_for(fmt)
@@ -129,7 +129,11 @@ class ScheduledLane:
         self._cursor = -1
         self._resampler = (
             StreamResampler(self._wire_rate, rate) if self._wire_rate != rate else None)
+        #: The resampler starts a new stream at its next input (its lead pad is due).
         self._fresh = True
+        #: The last 20 ms the resampler was fed (if any) were silent: its history holds
+        #: only zeros, so silence from here on need not go through it.
+        self._quiet = True
 
     def add(self, payload: bytes, play_at: float) -> None:
         """A wire frame the pacer scheduled to start playing at ``play_at`` (loop time)."""
@@ -179,14 +183,49 @@ class ScheduledLane:
         while indices and indices[0] + len(payloads[0]) // self._bps <= w1:
             indices.popleft()  # wholly taken
             payloads.popleft()
-        rs = self._resampler
-        if rs is None:
+        if self._resampler is None:
             return block
-        out = rs.process(block)
-        if self._fresh:
-            self._fresh = False
-            out = np.concatenate([np.zeros(lead_pad(rs), dtype=np.int16), out])
-        return out
+        return self._resample(block, stop - start)
+
+    def _resample(self, block: Int16Array, n_out: int) -> Int16Array:
+        """``block`` at the recording rate. Silence skips the resampler: every run of
+        sound goes through it as one fresh stream (lead-padded, so its length is exact)
+        followed by one silent 20 ms chunk, which flushes the filter (its window is
+        shorter than 20 ms at every supported rate pair), then it is reset; the silence
+        after that is zeros. Where the bot is quiet -- most of a call -- nothing is
+        resampled."""
+        rs = self._resampler
+        assert rs is not None
+        fw, fo = self._wire_rate // 50, self._rate // 50
+        loud: list[bool] = np.any(block.reshape(-1, fw), axis=1).tolist()
+        n = len(loud)
+        if self._quiet and not any(loud):
+            return np.zeros(n_out, dtype=np.int16)
+        parts: list[Int16Array] = []
+        i = 0
+        while i < n:
+            if self._quiet and not loud[i]:
+                j = i + 1
+                while j < n and not loud[j]:
+                    j += 1
+                parts.append(np.zeros((j - i) * fo, dtype=np.int16))
+                i = j
+                continue
+            j = i
+            while j < n and loud[j]:
+                j += 1
+            end = min(j + 1, n)  # the run and one silent chunk after it, if in this block
+            out = rs.process(block[i * fw : end * fw])
+            if self._fresh:
+                self._fresh = False
+                out = np.concatenate([np.zeros(lead_pad(rs), dtype=np.int16), out])
+            parts.append(out)
+            self._quiet = end > j
+            if self._quiet:  # its history is zeros: the next sound starts a fresh stream
+                rs.reset()
+                self._fresh = True
+            i = end
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def _place(self, block: Int16Array, w0: int, index: int, run: list[bytes]) -> None:
         if not run:
