@@ -86,7 +86,9 @@ async def test_an_echo_call_records_probes_left_and_echoes_right_per_provider(
         assert isinstance(events, list)
         kinds = [e["event"] for e in events]
         assert kinds[0] == "start" and kinds[-1] == "end"
-        assert "mark" in kinds and "mark_played" in kinds
+        marks = [e for e in events if e["event"] == "mark_played"]
+        assert marks and all(e["plays_at"] is not None and e["t"] >= e["plays_at"] - 0.1
+                             for e in marks), marks  # echoed once their audio had played
         assert ("stop" in kinds) == (side["outcome"] == "stopped")
         dtmf = [e for e in events if e["event"] == "dtmf"]
         assert [e["digit"] for e in dtmf] == ["7"]

@@ -11,8 +11,9 @@ are aligned is :mod:`.timeline`'s; how the files survive a crash is :mod:`.disk`
   ``clear`` stopped them; on a listen-only fork of both tracks, the other party.
 * ``DIR/<call_id>.json`` -- the call's description (provider, agent, ids, tracks, custom
   parameters with secrets redacted, start time, rate) from the start, then at the end the
-  end reason and close code and every event (start, DTMF, marks placed and played,
-  clears, playout start/stop, stop) with ``t``, seconds on the WAV's timeline. During the
+  end reason and close code and every event (start, DTMF, marks played with when their
+  audio was due to end, clears, playout start/stop, stop) with ``t``, seconds on the WAV's
+  timeline. During the
   call the events go to ``DIR/<call_id>.events.jsonl`` (a JSON array per block), merged
   into the JSON at the end.
 

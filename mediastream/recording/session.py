@@ -8,7 +8,7 @@ decisions:
   ``InboundAudio`` (the left channel, or the right one for the other party of a
   listen-only fork), ``DtmfPressed``, ``PlayoutStarted``/``PlayoutStopped``, ``CallEnded``;
 * its pacer (:class:`_TappedPacer`): every wire frame with the time it is scheduled to
-  play (the right channel), every mark placed, and every pacer clear -- a ``clear`` or
+  play (the right channel), when each mark's audio is due, and every pacer clear -- a ``clear`` or
   the end of the call -- which cuts the right channel at that moment;
 * protocol events and the bot's ``clear`` (:meth:`RecordingSession.receive_event`,
   :meth:`RecordingSession.clear`): mark echoes, Plivo ``clearedAudio``, ``stop``.
@@ -86,11 +86,15 @@ class _Tap:
 class _TappedPacer(Pacer):
     """The session's pacer, telling the recorder what it schedules and drops."""
 
-    __slots__ = ("_recorder",)
+    __slots__ = ("_recorder", "due")
 
     def __init__(self, lead: float, stats: SessionStats, recorder: CallRecorder) -> None:
         super().__init__(lead, FRAME_S, stats)
         self._recorder = recorder
+        #: Per mark placed and not yet echoed: when the audio before it ends playing, on
+        #: the recording's timeline (given with its ``mark_played`` event: one event per
+        #: mark, not two).
+        self.due: dict[str, float] = {}
 
     def push_audio(self, payload: bytes, now: float) -> float:
         start = Pacer.push_audio(self, payload, now)
@@ -99,11 +103,12 @@ class _TappedPacer(Pacer):
 
     def push_mark(self, name: str, now: float) -> None:
         super().push_mark(name, now)
-        recorder = self._recorder
-        recorder.event("mark", now, name=name, plays_at=round(self.timeline_end - recorder.t0, 3))
+        self.due[name] = round(self.timeline_end - self._recorder.t0, 3)
 
     def clear(self, now: float) -> int:
         self._recorder.cut(now)
+        if len(self.due) > 64:  # marks a clear cut and the provider never echoes (Plivo)
+            self.due.clear()
         return super().clear(now)
 
 
@@ -142,7 +147,9 @@ class RecordingSession(CallSession):
         recorder = self.recorder
         if kind is MarkPlayed:
             assert isinstance(event, MarkPlayed)
-            recorder.event("mark_played", now, name=event.name)
+            pacer = self._pacer
+            due = pacer.due.pop(event.name, None) if isinstance(pacer, _TappedPacer) else None
+            recorder.event("mark_played", now, name=event.name, plays_at=due)
         elif kind is StreamStarted:
             recorder.event("start", now)
         elif kind is StreamStopped:
