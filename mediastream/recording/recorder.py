@@ -13,9 +13,8 @@ are aligned is :mod:`.timeline`'s; how the files survive a crash is :mod:`.disk`
   parameters with secrets redacted, start time, rate) from the start, then at the end the
   end reason and close code and every event (start, DTMF, marks played with when their
   audio was due to end, clears, playout start/stop, stop) with ``t``, seconds on the WAV's
-  timeline. During the
-  call the events go to ``DIR/<call_id>.events.jsonl`` (a JSON array per block), merged
-  into the JSON at the end.
+  timeline. During the call the events go to ``DIR/<call_id>.events.jsonl`` (a JSON array
+  per block), merged into the JSON at the end.
 
 Audio is buffered per call for about :data:`FLUSH_S` (plus the timeline's margin), then
 handed to the writer thread as one block: memory per call is bounded, and the event loop
@@ -188,6 +187,11 @@ class CallRecorder:
 
     def _ignore(self, payload: bytes, play_at: float) -> None:
         """:attr:`played` on a listen-only call, or once the recording stopped."""
+
+    @property
+    def left(self) -> StreamLane:
+        """The caller's lane (the session tap sets its :attr:`StreamLane.stream_ms`)."""
+        return self._left
 
     def stream_time(self, track: str, end_ms: int) -> None:
         """A media message of ``track`` ("inbound"...: the caller's) carries the

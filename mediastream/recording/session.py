@@ -63,6 +63,11 @@ class _Tap:
 
     def deliver(self, events: list[CallEvent]) -> None:
         recorder = self._recorder
+        if len(events) == 1 and type(events[0]) is InboundAudio:  # the common case
+            audio = events[0]
+            recorder.audio(audio.pcm, audio.track)
+            self._host.deliver(events)
+            return
         for event in events:
             kind = type(event)
             if kind is InboundAudio:
@@ -119,7 +124,7 @@ class RecordingSession(CallSession):
     server's), ``clock`` (the loop's) and ``agent`` (for the sidecar).
     """
 
-    __slots__ = ("recorder",)
+    __slots__ = ("_left", "recorder")
 
     def __init__(self, call: CallInfo, host: SessionHost, *, recordings: Recordings,
                  clock: Callable[[], float], agent: str | None, **kwargs: Any) -> None:
@@ -129,15 +134,20 @@ class RecordingSession(CallSession):
             listen_only=kwargs.get("listen_only", False), agent=agent)
         #: The call's recorder (the server closes it with the call's ending).
         self.recorder = recorder
+        self._left = recorder.left
         super().__init__(call, _Tap(host, recorder), **kwargs)
         self._pacer = _TappedPacer(self._pacer.lead, self.stats, recorder)
 
     def receive_event(self, event: Event, now: float) -> None:
-        if type(event) is AudioReceived:
-            assert isinstance(event, AudioReceived)
+        if type(event) is AudioReceived:  # once per frame: kept short
             ms = event.timestamp_ms
             if ms is not None:
-                self.recorder.stream_time(event.track, ms + 20)
+                track = event.track
+                left = self._left
+                if track == "inbound" and (left.stream_ms is None or ms >= left.stream_ms):
+                    left.stream_ms = ms + 20  # 20 ms frames: its end
+                elif track != "inbound":
+                    self.recorder.stream_time(track, ms + 20)
         else:
             self._note(event, now)
         CallSession.receive_event(self, event, now)
