@@ -498,6 +498,15 @@ def probe_problems(docs: list[dict[str, Any]], image_env: dict[str, str]) -> lis
             problems.append("readiness must ask /healthz, the route that answers 503 draining")
         if _port_number(container, get["port"]) != config.port:
             problems.append(f"{kind} port {get['port']} is not the server's port {config.port}")
+    annotations = one(docs, "Deployment", SERVER)["spec"]["template"]["metadata"].get(
+        "annotations", {})
+    if "prometheus.io/port" in annotations:
+        if int(annotations["prometheus.io/port"]) != config.port:
+            problems.append(f"Prometheus scrapes port {annotations['prometheus.io/port']}, "
+                            f"not the server's {config.port}")
+        if annotations.get("prometheus.io/path", "/metrics") not in routes:
+            problems.append(f"Prometheus scrapes {annotations['prometheus.io/path']}, "
+                            "which the server does not serve")
     service = one(docs, "Service", SERVER)
     for port in service["spec"]["ports"]:
         if _port_number(container, port.get("targetPort", port["port"])) != config.port:
@@ -790,6 +799,10 @@ BROKEN: list[tuple[str, str, Callable[[list[dict[str, Any]]], list[dict[str, Any
     ("probes", "port moved in ConfigMap", _edit(CM, "mediastream-config", _cm(
         "MEDIASTREAM_PORT", "9000"))),
     ("probes", "no readiness", _edit(D, SERVER, lambda d: _main(d).pop("readinessProbe"))),
+    ("probes", "scrape port", _edit(D, SERVER, lambda d: d["spec"]["template"]["metadata"][
+        "annotations"].__setitem__("prometheus.io/port", "9090"))),
+    ("probes", "scrape path", _edit(D, SERVER, lambda d: d["spec"]["template"]["metadata"][
+        "annotations"].__setitem__("prometheus.io/path", "/prometheus"))),
     ("probes", "service target", _edit("Service", SERVER, lambda d: d["spec"]["ports"][0]
                                        .__setitem__("targetPort", 8080))),
     ("security", "root user", _edit(D, SERVER, lambda d: _pod(d)["securityContext"]
