@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # The mediastream server image. Build from the repository root:
 #
 #   docker build -t mediastream .                        # the server and the built-in echo bot
@@ -35,8 +33,8 @@ RUN python -m venv /opt/mediastream \
 # ---- runtime: the same Python, the virtualenv, a user without privileges --------------
 FROM python:${PYTHON_VERSION}-slim AS runtime
 ARG BOT=echo
-RUN groupadd --system --gid 10001 mediastream \
- && useradd --system --uid 10001 --gid 10001 --no-create-home \
+RUN groupadd --gid 10001 mediastream \
+ && useradd --uid 10001 --gid 10001 --no-create-home \
       --home-dir /nonexistent --shell /usr/sbin/nologin mediastream
 COPY --from=build /opt/mediastream /opt/mediastream
 ENV PATH=/opt/mediastream/bin:$PATH \

@@ -1,7 +1,8 @@
 """The container image and the Kubernetes manifests agree with the server they deploy.
 
-Nothing here builds the image or talks to a cluster (neither can run on the machines
-this suite runs on; README, "Deployment"). What is checked, offline:
+Nothing here builds the image or talks to a cluster: the official base image cannot be
+pulled and no cluster exists where this suite runs (README, "Deployment", says what was
+rehearsed by hand instead). What is checked, offline:
 
 * every manifest validates against the Kubernetes API's JSON schemas, strictly (unknown
   fields are errors), as bundled by the ``kubernetes-validate`` package, for
