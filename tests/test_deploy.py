@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fnmatch
+import inspect
 import io
 import json
 import os
@@ -54,6 +55,7 @@ from mediastream.agents import BotLoadError, load_bot
 from mediastream.cli import build_parser
 from mediastream.config import Config
 from mediastream.echo import echo_bot
+from mediastream.recording import Recordings
 from mediastream.server import MediaStreamServer, mount
 from mediastream.server.connection import HANGUP_TIMEOUT_S
 from mediastream.server.metrics import ServerMetrics
@@ -184,8 +186,12 @@ def exported_gauges() -> set[str]:
 
 
 def close_bound(config: Config) -> float:
-    """How long closing the calls left after the drain may take (MediaStreamServer)."""
-    return config.send_timeout + 2 * config.bot_exit_timeout + HANGUP_TIMEOUT_S + CLOSE_GRACE_S
+    """How long closing the calls left after the drain may take (MediaStreamServer), and
+    with recording on, the writer's wait for the recordings' last blocks."""
+    bound = config.send_timeout + 2 * config.bot_exit_timeout + HANGUP_TIMEOUT_S + CLOSE_GRACE_S
+    if config.record_dir is not None:
+        bound += inspect.signature(Recordings.aclose).parameters["timeout"].default
+    return float(bound)
 
 
 # --------------------------------------------------------------------------- Dockerfile
@@ -644,6 +650,14 @@ def wiring_problems(docs: list[dict[str, Any]], image_env: dict[str, str]) -> li
         elif (parts.port or 6379) not in [p["port"] for p in service["spec"]["ports"]]:
             problems.append(f"MEDIASTREAM_REDIS_URL port {parts.port} is not the Service's")
     container = server_container(docs)
+    if env.get("MEDIASTREAM_RECORD_DIR") and container.get("securityContext", {}).get(
+            "readOnlyRootFilesystem"):
+        mounts = [m["mountPath"].rstrip("/") + "/" for m in container.get("volumeMounts", [])
+                  if not m.get("readOnly")]
+        where = env["MEDIASTREAM_RECORD_DIR"].rstrip("/") + "/"
+        if not any(where.startswith(m) for m in mounts):
+            problems.append(f"MEDIASTREAM_RECORD_DIR {where} is on the read-only root "
+                            "filesystem: mount a volume there")
     problems += cli_problems([*container.get("command", [])[2:], *container.get("args", [])],
                              f"Deployment/{SERVER} args")
     return problems
@@ -784,6 +798,8 @@ BROKEN: list[tuple[str, str, Callable[[list[dict[str, Any]]], list[dict[str, Any
         "terminationGracePeriodSeconds"))),
     ("drain", "longer drain in ConfigMap", _edit(CM, "mediastream-config", _cm(
         "MEDIASTREAM_DRAIN_TIMEOUT", "120"))),
+    ("drain", "recording's flush", _edit(CM, "mediastream-config", _cm(
+        "MEDIASTREAM_RECORD_DIR", "/tmp/recordings"))),
     ("drain", "no preStop", _edit(D, SERVER, lambda d: _main(d).pop("lifecycle"))),
     ("drain", "surge without a spare", _edit(D, SERVER, lambda d: d["spec"]["strategy"][
         "rollingUpdate"].__setitem__("maxUnavailable", 1))),
@@ -840,6 +856,8 @@ BROKEN: list[tuple[str, str, Callable[[list[dict[str, Any]]], list[dict[str, Any
         "MEDIASTREAM_REDIS_URL", "redis://redis:6379/0"))),
     ("wiring", "redis url port", _edit(CM, "mediastream-config", _cm(
         "MEDIASTREAM_REDIS_URL", "redis://mediastream-redis:6380/0"))),
+    ("wiring", "recording on the image", _edit(CM, "mediastream-config", _cm(
+        "MEDIASTREAM_RECORD_DIR", "/recordings"))),
     ("wiring", "invented flag", _edit(D, SERVER, lambda d: _main(d).__setitem__(
         "args", ["--drain-seconds", "30"]))),
 ]
