@@ -15,7 +15,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[bot,dev,bench,plot]'
+	$(PY) -m pip install --quiet -e '.[bot,dev,bench,plot,cluster]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -50,7 +50,7 @@ WS_FLOOR   = $(shell sed -n 's/.*"websockets>=\([0-9.]*\)".*/\1/p' pyproject.tom
 $(FLOOR_VENV)/.installed-stamp: pyproject.toml
 	$(PYTHON) -m venv $(FLOOR_VENV)
 	$(FLOOR_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(FLOOR_VENV)/bin/python -m pip install --quiet -e '.[bot,dev,bench,plot]' 'websockets==$(WS_FLOOR)'
+	$(FLOOR_VENV)/bin/python -m pip install --quiet -e '.[bot,dev,bench,plot,cluster]' 'websockets==$(WS_FLOOR)'
 	touch $@
 
 test-websockets-floor: $(FLOOR_VENV)/.installed-stamp

@@ -25,6 +25,11 @@ What it does differently from Pipecat's websocket transports, and why:
 * **Ending waits for playout**: ``EndFrame`` / ``CancelFrame`` wait until the caller has heard
   the last audio (``call.wait_played``, bounded by ``end_timeout``), then hang up
   (``call.hangup()``: provider REST when configured, else close; idempotent).
+* **Messages from outside become frames.** A :class:`~mediastream.call.BotMessage`
+  (``POST /calls/{id}/message``: "the customer's order shipped") is pushed downstream as
+  Pipecat's ``InputTransportMessageFrame(message=<the JSON object>)``: the frame Pipecat's
+  own transports use for an application message arriving from outside the pipeline, a
+  system frame, so it is not queued behind audio. A processor reacts to it by type.
 * When the call ends from the far side the transport fires ``on_client_disconnected`` and
   cancels the pipeline: nobody is left to talk to.
 * **Both tracks of a listen-only call as tagged frames.** On a listen-only call
@@ -68,6 +73,7 @@ from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
     InputDTMFFrame,
+    InputTransportMessageFrame,
     InterruptionFrame,
     OutputAudioRawFrame,
     OutputDTMFFrame,
@@ -88,6 +94,7 @@ from pipecat.transports.base_transport import BaseTransport, TransportParams
 from bot.logs import CALL_ID, route_pipecat_logs
 from bot.tones import dtmf_tone
 from mediastream.call import (
+    BotMessage,
     BotRunner,
     Call,
     CallEnded,
@@ -277,6 +284,9 @@ class MediaStreamInputTransport(BaseInputTransport):
                 await output.bot_stopped_speaking(event)
             elif isinstance(event, DtmfPressed):
                 await self._push_dtmf(event.digit)
+            elif isinstance(event, BotMessage):
+                if not self._closing:
+                    await self.push_frame(InputTransportMessageFrame(message=event.data))
             elif isinstance(event, CallEnded):
                 await self._call_ended(event.reason)
                 return

@@ -18,11 +18,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from mediastream.protocols.events import CallInfo, Capabilities
 
 __all__ = [
+    "BotMessage",
     "BotRunner",
     "Call",
     "CallEnded",
@@ -85,7 +86,23 @@ class CallEnded:
     reason: str
 
 
-CallEvent: TypeAlias = InboundAudio | DtmfPressed | PlayoutStarted | PlayoutStopped | CallEnded
+@dataclass(frozen=True, slots=True)
+class BotMessage:
+    """A message for the bot from outside the call: ``POST /calls/{id}/message``.
+
+    ``data`` is the request's JSON object as sent (a CRM telling the bot "the order
+    shipped"). It arrives in order with the call's other events, through
+    :meth:`Call.receive` or the listener; what to do with it is the bot's business (the
+    Pipecat bridge pushes it as an ``InputTransportMessageFrame``). It may come from any
+    instance of a cluster: the one holding the call delivers it.
+    """
+
+    data: dict[str, Any]
+
+
+CallEvent: TypeAlias = (
+    InboundAudio | DtmfPressed | PlayoutStarted | PlayoutStopped | BotMessage | CallEnded
+)
 
 
 class Call(ABC):

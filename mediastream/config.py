@@ -162,6 +162,25 @@ class Config:
     #: /metrics endpoint aggregates every process writing there (``--workers``).
     metrics_multiproc_dir: str | None = None
 
+    # --- shared state (mediastream.cluster; README "Scaling")
+    #: Redis for state shared by several instances: single-use stream tokens, the
+    #: live-call registry, commands to the instance holding a call (extra ``[cluster]``).
+    #: Unset: one process (or ``--workers`` on one machine) shares nothing beyond itself.
+    redis_url: str | None = None
+    #: Redis unreachable when a stream's token is checked: refuse the stream (False, the
+    #: default: a replayed token must not get a bot) or accept it on the local check alone.
+    redis_fail_open: bool = False
+    #: Seconds a live call's registry entry outlives its instance's last heartbeat (a
+    #: heartbeat every third of it): how soon a crashed instance's calls disappear.
+    call_registry_ttl: float = 15.0
+    #: Seconds a call command forwarded to another instance (or worker) may take (504).
+    command_timeout: float = 10.0
+    #: Prefix of every Redis key and channel (several deployments on one Redis).
+    redis_prefix: str = "mediastream"
+    #: ``--workers`` without Redis: the directory the workers share (tokens, calls, the
+    #: workers' command sockets). Set by the supervisor, not by hand.
+    workers_state_dir: str | None = None
+
     def __post_init__(self) -> None:
         if self.bot_frame_ms not in (20, 40, 60):
             raise ValueError(

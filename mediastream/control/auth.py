@@ -55,6 +55,7 @@ __all__ = [
     "check_stream_start",
     "provider_can_verify",
     "stream_tokens",
+    "token_to_claim",
     "verify_webhook",
 ]
 
@@ -344,14 +345,10 @@ def check_stream_start(
     """
     if not auth_enabled(config):
         return
-    candidates = [
-        *((query or {}).get(name) for name in ("token",)),
-        *_header_tokens(headers or {}),
-        *(call.custom_parameters.get(name) for name in STREAM_TOKEN_PARAMETERS),
-    ]
+    candidates = _candidates(call, query, headers)
     tokens = stream_tokens(config)
     failure: AuthenticationError | None = None
-    for token in dict.fromkeys(t for t in candidates if t):
+    for token in candidates:
         try:
             tokens.redeem(token, call.provider, call.call_id)
         except AuthenticationError as exc:
@@ -365,6 +362,40 @@ def check_stream_start(
             "(streams must come from an answer document this server issued)"
         )
     raise AuthenticationError(f"{call.provider} call {call.call_id}: {failure}")
+
+
+def token_to_claim(
+    config: Config,
+    call: CallInfo,
+    *,
+    query: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[str, int] | None:
+    """``(nonce, expiry)`` of the stream token :func:`check_stream_start` would spend,
+    for spending it in shared state first (several workers or instances); ``None`` when
+    auth is off or no candidate verifies (the check itself then says why)."""
+    if not auth_enabled(config):
+        return None
+    candidates = _candidates(call, query, headers)
+    tokens = stream_tokens(config)
+    for token in candidates:
+        try:
+            return tokens.verify(token, call.provider, call.call_id)
+        except AuthenticationError:
+            continue
+    return None
+
+
+def _candidates(
+    call: CallInfo, query: Mapping[str, str] | None, headers: Mapping[str, str] | None
+) -> list[str]:
+    """Where our stream token may be, in order, once each."""
+    found = [
+        *((query or {}).get(name) for name in ("token",)),
+        *_header_tokens(headers or {}),
+        *(call.custom_parameters.get(name) for name in STREAM_TOKEN_PARAMETERS),
+    ]
+    return list(dict.fromkeys(t for t in found if t))
 
 
 def _header_tokens(headers: Mapping[str, str]) -> list[str]:

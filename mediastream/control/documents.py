@@ -280,3 +280,11 @@ def twiml_dial(number: str) -> str:
     dial = ET.SubElement(root, "Dial")
     dial.text = xml_text(number)
     return _serialize(root)
+
+
+def plivo_dial(target: str) -> str:
+    """Plivo XML that connects the caller to ``target`` (a number or ``sip:`` URI): the
+    document a Plivo transfer's ``aleg_url`` serves (``POST /calls/{id}/transfer``)."""
+    root = ET.Element("Response")
+    _continuation(root, target, "plivo")
+    return _serialize(root)

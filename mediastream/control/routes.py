@@ -4,6 +4,7 @@
 ``GET|POST /twilio`` ``/telnyx`` ``/plivo``  answer documents (webhooks.py)
 ``POST /<provider>/stream-status``           stream status callbacks (logged)
 ``POST /dialout``                            place a call (dialout.py)
+``GET|POST /plivo/transfer?p=``              the ``<Dial>`` of a call-API transfer
 ==========================================  =============================================
 
 The server imports this package, never the reverse (docs/design.md §1): the agent registry
@@ -17,12 +18,22 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from ..config import Config
+from ..errors import AuthenticationError
+from .auth import stream_tokens
 from .clients import ProviderClients
 from .dialout import DialoutHandler
+from .documents import plivo_dial
 from .requests import HttpRequest
 from .webhooks import AgentLookup, ControlHandlers
 
-__all__ = ["ControlRoute", "add_control_routes", "control_routes", "validate_control_config"]
+__all__ = [
+    "PLIVO_TRANSFER_PATH",
+    "ControlRoute",
+    "add_control_routes",
+    "control_routes",
+    "plivo_transfer_url",
+    "validate_control_config",
+]
 
 _TEXML_CODECS = ("PCMU", "PCMA")
 _CALL_CONTROL_CODECS = ("PCMU", "PCMA", "L16")
@@ -97,7 +108,39 @@ def control_routes(
             ("GET", f"/{provider}/stream-status", status),
         ]
     routes.append(("POST", "/dialout", dialout.handle))
+    transfer = plivo_transfer_handler(config)
+    routes += [("GET", PLIVO_TRANSFER_PATH, transfer), ("POST", PLIVO_TRANSFER_PATH, transfer)]
     return routes
+
+
+#: Where Plivo fetches the document of a transfer asked through the call API.
+PLIVO_TRANSFER_PATH = "/plivo/transfer"
+_TRANSFER_TTL_S = 300.0
+
+
+def plivo_transfer_url(config: Config, to: str) -> str | None:
+    """The signed URL whose document dials ``to`` (``None`` without ``public_url``):
+    Plivo's transfer takes a URL, not a document (protocols.md §3.6), and the target
+    travels signed and expiring so nobody else can make us serve a ``<Dial>``."""
+    if not config.public_url:
+        return None
+    blob = stream_tokens(config).sign_params({"to": to}, _TRANSFER_TTL_S)
+    return f"{config.public_url.rstrip('/')}{PLIVO_TRANSFER_PATH}?p={blob}"
+
+
+def plivo_transfer_handler(
+    config: Config,
+) -> Callable[[HttpRequest], Awaitable[web.StreamResponse]]:
+    """Serve :func:`~.documents.plivo_dial` for a URL made by :func:`plivo_transfer_url`."""
+
+    async def handle(request: HttpRequest) -> web.StreamResponse:
+        try:
+            to = stream_tokens(config).open_params(request.query.get("p", "")).get("to", "")
+        except AuthenticationError as exc:
+            return web.Response(status=403, text=f"{exc}\n")
+        return web.Response(text=plivo_dial(to), content_type="application/xml")
+
+    return handle
 
 
 def add_control_routes(

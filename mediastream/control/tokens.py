@@ -15,9 +15,10 @@ Token layout (all ``[0-9a-z]``, so it also fits Plivo's alphanumeric ``extraHead
 * MAC-B = HMAC-SHA256(k_call, version|provider|expiry|nonce|call_id)[:16]: checked once
   the provider's ``start`` names the call (close 1008). Dial-out tokens are issued before
   the provider has assigned a call id and are bound to the empty id instead.
-* Tokens are single-use per process: redeeming one records its nonce until it expires.
-  (A per-process record: with several workers a replay of a token already redeemed on
-  another worker is still bounded by the TTL and the call-id binding.)
+* Tokens are single-use: redeeming one records its nonce here until it expires; with
+  ``--workers`` or Redis the nonce is also spent in the shared state first
+  (:meth:`StreamTokens.verify`, ``mediastream.cluster``), so a token used on one worker
+  or instance is refused by every other.
 
 Keys are derived from one secret with HMAC (distinct labels), truncated MACs keep 128
 bits (RFC 2104 §5). ``sign_params``/``open_params`` reuse the secret to carry dial-out
@@ -111,12 +112,7 @@ class StreamTokens:
         A token issued without a call id (dial-out) is accepted for any call id.
         Raises :class:`AuthenticationError` (the server closes with 1008).
         """
-        head, mac_b = self._parse(token, provider)
-        bound = hmac.compare_digest(mac_b, self._mac_b(head, call_id))
-        unbound = hmac.compare_digest(mac_b, self._mac_b(head, ""))
-        if not (bound or unbound):
-            raise AuthenticationError("stream token was issued for another call")
-        nonce, expiry = head[10:26], int(head[2:10], 16)
+        nonce, expiry = self.verify(token, provider, call_id)
         now = self._clock()
         with self._lock:
             if nonce in self._redeemed:
@@ -126,6 +122,17 @@ class StreamTokens:
                 if len(self._redeemed) >= self._max_redeemed:
                     raise AuthenticationError("too many live stream tokens")
             self._redeemed[nonce] = expiry
+
+    def verify(self, token: str, provider: str, call_id: str) -> tuple[str, int]:
+        """:meth:`redeem`'s checks without spending: ``(nonce, expiry)`` of a token that
+        verifies and is bound to ``call_id`` (or to no call). A cluster spends the nonce
+        in its shared state with this before the local :meth:`redeem`."""
+        head, mac_b = self._parse(token, provider)
+        bound = hmac.compare_digest(mac_b, self._mac_b(head, call_id))
+        unbound = hmac.compare_digest(mac_b, self._mac_b(head, ""))
+        if not (bound or unbound):
+            raise AuthenticationError("stream token was issued for another call")
+        return head[10:26], int(head[2:10], 16)
 
     def _prune(self, now: float) -> None:
         self._redeemed = {n: e for n, e in self._redeemed.items() if e >= now}

@@ -32,6 +32,10 @@ _LIMITS: tuple[tuple[str, str, type, str], ...] = (
     ("--bot-sample-rate", "bot_sample_rate", int, "PCM rate handed to bots"),
     ("--bot-frame-ms", "bot_frame_ms", int,
      "ms of audio per frame handed to bots: 20, 40 or 60 (fewer frames, more latency)"),
+    ("--call-registry-ttl", "call_registry_ttl", float,
+     "seconds a live call stays in the shared registry after its instance's last heartbeat"),
+    ("--command-timeout", "command_timeout", float,
+     "seconds a call command forwarded to the instance holding the call may take (504)"),
     ("--playout-lead", "playout_lead", float, "seconds of audio sent ahead of real time"),
     ("--max-bot-audio", "max_bot_audio_s", float,
      "seconds of bot audio queued ahead of playout before the call ends (1011)"),
@@ -92,6 +96,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--tls-cert", metavar="PEM", help="serve TLS: certificate chain file")
     parser.add_argument("--tls-key", metavar="PEM", help="serve TLS: private key file")
     parser.add_argument(
+        "--redis-url", metavar="URL",
+        help="share stream tokens, the live-call registry and call commands between "
+        "instances through Redis (redis://host:6379/0; needs the [cluster] extra)")
+    parser.add_argument(
         "--workers", type=int, help="processes sharing the port (SO_REUSEPORT, Linux)"
     )
     for flag, _field, kind, text in _LIMITS:
@@ -134,6 +142,7 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
         "workers": args.workers,
+        "redis_url": args.redis_url,
         "agents": ",".join(agents) if args.agent else None,
         "listen_only_agents": ",".join(listen_only) if args.listen_only else None,
         "listen_continue": args.listen_continue,

@@ -37,7 +37,7 @@ from mediastream.recording.session import close_recording, open_session
 from mediastream.session import CallSession
 
 from .calls import CallRecord
-from .ending import DISCONNECTED, SHUTDOWN, STOPPED, Ending
+from .ending import SHUTDOWN, STOPPED, Ending, closed_ending
 from .host import CallHost, CallSocket, SocketClosed
 from .live import LiveCall
 from .log import CallLogger, log_call_end
@@ -97,6 +97,11 @@ class MediaConnection:
     def started(self) -> bool:
         """True once ``start`` was accepted and the call counts against capacity."""
         return self._admitted
+
+    @property
+    def live_call(self) -> LiveCall | None:
+        """What the bot holds, once the call is live (the call API's commands use it)."""
+        return self._call
 
     @property
     def done(self) -> bool:
@@ -179,24 +184,7 @@ class MediaConnection:
             self.fail(exc)
 
     def on_closed(self, why: SocketClosed) -> None:
-        if why.failed is not None:
-            # websockets failed the connection for a frame that broke RFC 6455 and sent
-            # its close frame (1002, 1007, 1009): the call ends without another one.
-            code, reason = why.failed
-            if self._ending is None:
-                self.log.warning("closed with %d (protocol_error): %s", code, reason)
-            self.finish(Ending(None, reason, Outcome.PROTOCOL_ERROR))
-        elif why.overflowed:
-            if self._ending is None:
-                self.log.warning("peer keeps sending but reads none of our replies (write "
-                                 "buffer over its bound); aborted")
-            self.finish(Ending(None, "peer not reading", Outcome.SEND_TIMEOUT))
-        else:
-            if self._ending is None:
-                received = why.received
-                self.log.info("connection closed by peer (code %s)",
-                              received[0] if received is not None else "none")
-            self.finish(DISCONNECTED)
+        self.finish(closed_ending(why, None if self._ending is not None else self.log))
 
     def on_writable(self) -> None:
         if self._writer is not None:
@@ -214,9 +202,18 @@ class MediaConnection:
         assert self._opening is not None
         started = self._opening.receive(message)
         if isinstance(started, Started):
-            self._go_live(started)
+            # With shared state the token is spent there first; the socket waits meanwhile.
+            if not self._host.cluster.claim(started, self._query, self._headers, self._socket,
+                                            lambda: self._claimed(started), self.fail):
+                self._go_live(started)
         elif started is not None:
             self.finish(STOPPED)
+
+    def _claimed(self, started: Started) -> None:
+        if self._ending is None:
+            self._go_live(started)
+            if self._session is not None and self._session.accepting:
+                self._socket.release()
 
     def _go_live(self, started: Started) -> None:
         """Checks at ``start`` (stream token, agent, capacity: raise to reject), then the
@@ -230,7 +227,7 @@ class MediaConnection:
             info, protocol, query=self._query, headers=self._headers)
         runner = host.agents.resolve(info, self._agent)
         listen_only = host.agents.is_listen_only(info, self._agent)
-        host.admit()
+        host.admit(self)
         self._admitted = True
         if self._start_timer is not None:
             self._start_timer.cancel()
@@ -414,7 +411,7 @@ class MediaConnection:
             self._stats.close(session.stats)
         close_recording(session, self._loop.time(), self._ending)
         if self._admitted:
-            self._host.release()
+            self._host.release(self)
         self._host.calls.close(self._record, self._ending)
         log_call_end(self.log, self._ending, self._loop.time() - self._opened_at,
                       None if session is None else session.stats)

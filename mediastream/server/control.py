@@ -31,6 +31,7 @@ from mediastream.control.auth import (
 from mediastream.control.auth import (
     check_stream_start as _check_stream_start,
 )
+from mediastream.control.auth import token_to_claim as _token_to_claim
 from mediastream.control.clients import ProviderClients
 from mediastream.control.routes import ControlRoute, add_control_routes, control_routes
 from mediastream.protocols.base import MediaStreamProtocol
@@ -46,6 +47,7 @@ __all__ = [
     "routes",
     "start",
     "stop",
+    "token_to_claim",
 ]
 
 logger = logging.getLogger(__name__)
@@ -95,10 +97,26 @@ def check_stream_start(
     Telnyx may carry its stream auth token in the ``connected`` frame rather than the
     upgrade header (protocols.md §2.2); the protocol object knows either way.
     """
+    _check_stream_start(config, call, query=query, headers=_with_telnyx(protocol, headers))
+
+
+def token_to_claim(
+    config: Config,
+    call: CallInfo,
+    protocol: MediaStreamProtocol,
+    *,
+    query: Mapping[str, str],
+    headers: Mapping[str, str],
+) -> tuple[str, int] | None:
+    """The ``(nonce, expiry)`` :func:`check_stream_start` would spend (or ``None``)."""
+    return _token_to_claim(config, call, query=query, headers=_with_telnyx(protocol, headers))
+
+
+def _with_telnyx(protocol: MediaStreamProtocol, headers: Mapping[str, str]) -> Mapping[str, str]:
     token = protocol.stream_auth_token
     if token and _TELNYX_TOKEN_HEADER not in headers:
-        headers = {**headers, _TELNYX_TOKEN_HEADER: token}
-    _check_stream_start(config, call, query=query, headers=headers)
+        return {**headers, _TELNYX_TOKEN_HEADER: token}
+    return headers
 
 
 def public_call_info(call: CallInfo) -> CallInfo:

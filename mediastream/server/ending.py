@@ -10,15 +10,27 @@ errors are named below.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from mediastream.errors import MediaStreamError, Outcome
+
+if TYPE_CHECKING:
+    from .host import SocketClosed
+
+
+class _Log(Protocol):
+    """The call's logger (:class:`~.log.CallLogger`, which imports this module)."""
+
+    def warning(self, msg: str, *args: Any) -> None: ...
+
+    def info(self, msg: str, *args: Any) -> None: ...
 
 __all__ = [
     "DISCONNECTED",
     "SHUTDOWN",
     "STOPPED",
     "Ending",
+    "closed_ending",
 ]
 
 #: Max bytes of a close reason (RFC 6455 §5.5: control frame payload <= 125 bytes).
@@ -59,3 +71,25 @@ STOPPED: Final = Ending(1000, "stream stopped", Outcome.STOPPED)
 DISCONNECTED: Final = Ending(None, "connection closed", Outcome.DISCONNECTED)
 #: Server shutdown after the drain.
 SHUTDOWN: Final = Ending(1001, "server shutting down", Outcome.SHUTDOWN)
+
+
+def closed_ending(why: SocketClosed, log: _Log | None) -> Ending:
+    """The ending of a socket that closed under the call, logged on ``log`` (``None``:
+    the call had already ended, nothing to say)."""
+    if why.failed is not None:
+        # websockets failed the connection for a frame that broke RFC 6455 and sent
+        # its close frame (1002, 1007, 1009): the call ends without another one.
+        code, reason = why.failed
+        if log is not None:
+            log.warning("closed with %d (protocol_error): %s", code, reason)
+        return Ending(None, reason, Outcome.PROTOCOL_ERROR)
+    if why.overflowed:
+        if log is not None:
+            log.warning("peer keeps sending but reads none of our replies (write "
+                        "buffer over its bound); aborted")
+        return Ending(None, "peer not reading", Outcome.SEND_TIMEOUT)
+    if log is not None:
+        received = why.received
+        log.info("connection closed by peer (code %s)",
+                 received[0] if received is not None else "none")
+    return DISCONNECTED

@@ -26,6 +26,8 @@ from .calls import CallBook, CallDirectory
 from .metrics import ServerMetrics
 
 if TYPE_CHECKING:
+    from .cluster import CallTable
+    from .commands import CommandTarget
     from .routes import MediaRoute
 
 __all__ = ["CallHost", "CallSocket", "ServerState", "SocketClosed", "SocketHandler"]
@@ -69,10 +71,13 @@ class CallHost(_Server, Protocol):
         """Authenticate the stream at ``start`` (AuthenticationError: 1008); returns the
         call description the bot gets."""
 
-    def admit(self) -> None:
+    #: The shared state (``mediastream.cluster``): spends stream tokens deployment-wide.
+    cluster: CallTable
+
+    def admit(self, connection: CommandTarget) -> None:
         """Count a started call; CapacityError (1013) if a race got past the 503 check."""
 
-    def release(self) -> None:
+    def release(self, connection: CommandTarget) -> None:
         """A started call ended."""
 
     async def provider_hangup(self, info: CallInfo) -> bool:

@@ -52,12 +52,14 @@ from mediastream.recording import Recordings, open_recordings
 from mediastream.session import ResampleBatcher
 
 from . import control
-from .calls import CallBook, CallDirectory, LocalDirectory
+from .callapi import CallTable, CommandTarget, add_call_routes
+from .calls import CallBook, CallDirectory
 from .connection import HANGUP_TIMEOUT_S, MediaConnection
 from .host import CallSocket
 from .http import HTTP_LOGGER, add_routes, mount_media_fallback
 from .listener import Listener, address
 from .metrics import ServerMetrics
+from .tls import tls_context
 from .upgrade import answer_upgrade, request_headers
 from .websocket import MediaSocket
 
@@ -76,15 +78,6 @@ CLOSE_GRACE_S: Final = 1.0
 #: Batch resampling from this many frames per product (session/batch.py); the server
 #: bench: at once is cheaper at 10-20 calls (1.4-1.9), equal at 50 (3.4), batching at 100.
 BATCH_FROM: Final = 3.0
-
-
-def tls_context(config: Config) -> ssl.SSLContext | None:
-    """A server TLS context from ``config.tls_cert``/``tls_key``, or ``None``."""
-    if not config.tls_cert:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.tls_cert, config.tls_key or None)
-    return context
 
 
 class MediaStreamServer:
@@ -124,7 +117,8 @@ class MediaStreamServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._calls = 0
         self.calls = CallBook()
-        self.call_directory: CallDirectory = LocalDirectory(self.calls)
+        self.cluster = CallTable(self._config, self._metrics, self.calls)
+        self.call_directory: CallDirectory = self.cluster.listing
         self._runner: web.AppRunner | None = None
         self._listener: Listener | None = None
         self._port: int | None = None
@@ -222,6 +216,7 @@ class MediaStreamServer:
             loop.call_soon if config.batch_resampling else None, batch_from=BATCH_FROM)
         self._metrics.add_scrape_hook(self._sync_batches)
         self._clients = await control.start(config)
+        await self.cluster.start(self._clients)
         self._tick = asyncio.create_task(self._housekeeping(), name="mediastream-tick")
         if not listen:
             return
@@ -253,6 +248,7 @@ class MediaStreamServer:
             self._listener.stop_accepting()
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.cluster.stop()
         await control.stop(self._clients)
         self._clients = None
         self._listener = None
@@ -302,6 +298,7 @@ class MediaStreamServer:
             self._tick.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick
+        await self.cluster.stop()
         await control.stop(self._clients)
         self._clients = None
         if self._recordings is not None:
@@ -365,17 +362,19 @@ class MediaStreamServer:
         control.check_stream_start(self._config, info, protocol, query=query, headers=headers)
         return control.public_call_info(info)
 
-    def admit(self) -> None:
+    def admit(self, connection: CommandTarget) -> None:
         """Count a started call; CapacityError (1013) if a race got past the 503 check."""
         if self._calls >= self._config.max_calls:
             raise CapacityError(f"at capacity ({self._config.max_calls} calls)")
         self._calls += 1
         self._metrics.active_calls.inc()
+        self.cluster.add(connection)
 
-    def release(self) -> None:
+    def release(self, connection: CommandTarget) -> None:
         """A started call ended."""
         self._calls -= 1
         self._metrics.active_calls.dec()
+        self.cluster.remove(connection)
 
     async def provider_hangup(self, info: CallInfo) -> bool:
         """Hang the call up through the provider's REST API; False when not configured."""
@@ -384,6 +383,7 @@ class MediaStreamServer:
     def add_control_routes(self, app: web.Application) -> None:
         """Mount the control plane's webhook and REST routes on ``app``."""
         control.add_routes(app, self._config, self._agents, self._clients)
+        add_call_routes(app, self._config, self.cluster)
 
     def control_routes(self) -> list[control.ControlRoute]:
         """The same routes as (method, path, handler), for :mod:`mediastream.asgi`."""

@@ -2,8 +2,11 @@
 
 Each worker is a full, independent server (its own event loop, calls and bot tasks);
 the kernel spreads new connections across the listening sockets. A call lives on one
-worker from upgrade to close, so nothing is shared between workers but the port and
-the metrics directory.
+worker from upgrade to close. The workers share the port, the metrics directory and,
+without Redis, a state directory (:mod:`mediastream.cluster.files`): spent stream
+tokens, the live-call list, and a command socket per worker, so ``GET /calls`` and
+call commands on any worker reach every worker's calls and a token is single-use on
+the machine.
 
 The supervisor (this module, in the parent process):
 
@@ -107,7 +110,11 @@ def run_workers(config: Config) -> int:
         return 1
     metrics_dir = tempfile.mkdtemp(prefix="mediastream-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    worker_config = config.with_overrides(workers=1, metrics_multiproc_dir=metrics_dir)
+    # Spent tokens, live calls and command sockets, shared by the workers (without Redis;
+    # with it every worker is an instance of the cluster): mediastream.cluster.files.
+    state_dir = None if config.redis_url else tempfile.mkdtemp(prefix="mediastream-state-")
+    worker_config = config.with_overrides(workers=1, metrics_multiproc_dir=metrics_dir,
+                                          workers_state_dir=state_dir)
     context = multiprocessing.get_context("spawn")
     level = logging.getLogger().getEffectiveLevel()
     signals_seen: list[int] = []
@@ -146,7 +153,7 @@ def run_workers(config: Config) -> int:
             for index, process in list(workers.items()):
                 if process.is_alive():
                     continue
-                _mark_dead(process, metrics_dir)
+                _mark_dead(process, metrics_dir, state_dir)
                 del workers[index]
                 if process.exitcode == _CANNOT_LISTEN:
                     code = 1  # it said why; restarting would say it again, for ever
@@ -170,11 +177,17 @@ def run_workers(config: Config) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        if state_dir is not None:
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def _mark_dead(process: BaseProcess, metrics_dir: str) -> None:
+def _mark_dead(process: BaseProcess, metrics_dir: str, state_dir: str | None) -> None:
     if process.pid is None:
         return
+    if state_dir is not None:  # its calls died with it
+        from mediastream.cluster.files import forget_worker
+
+        forget_worker(state_dir, process.pid)
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(process.pid, metrics_dir)  # type: ignore[no-untyped-call]
