@@ -25,6 +25,7 @@ from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
     InputDTMFFrame,
+    InputTransportMessageFrame,
     InterruptionFrame,
     OutputAudioRawFrame,
     OutputDTMFFrame,
@@ -41,7 +42,7 @@ from bot import echo
 from bot.tones import DTMF_FREQUENCIES, dtmf_tone
 from bot.tracks import only_track
 from bot.transport import MediaStreamTransport, pipecat_runner
-from mediastream.call import DtmfPressed
+from mediastream.call import BotMessage, DtmfPressed
 from mediastream.protocols.events import CallInfo
 
 
@@ -183,6 +184,19 @@ async def test_dtmf_becomes_input_dtmf_frames() -> None:
         buttons = [s.frame.button for s in h.recorder.of(InputDTMFFrame)]  # type: ignore[attr-defined]
         # A-D have no KeypadEntry in Pipecat: logged and dropped, the rest in order.
         assert buttons == [KeypadEntry.ONE, KeypadEntry.POUND, KeypadEntry.STAR, KeypadEntry.NINE]
+
+
+@pytest.mark.asyncio
+async def test_a_bot_message_becomes_an_input_transport_message_frame() -> None:
+    """POST /calls/{id}/message reaches a Pipecat pipeline as a frame it can react to."""
+    call = MemoryCall()
+    async with Harness(call) as h:
+        news = {"event": "order_shipped", "order": 42}
+        call._put(BotMessage(news))
+        call.press("5")
+        await until(lambda: len(h.recorder.of(InputDTMFFrame)) == 1)
+        frames = [s.frame for s in h.recorder.of(InputTransportMessageFrame)]
+        assert [f.message for f in frames] == [news]  # type: ignore[attr-defined]
 
 
 @pytest.mark.asyncio
