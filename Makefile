@@ -8,7 +8,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8765
 ARGS   ?=
 
-.PHONY: run test e2e test-websockets-floor bench lint typecheck fuzz soak hostile clean
+.PHONY: run test e2e test-cluster bench-cluster test-websockets-floor bench lint typecheck fuzz soak hostile clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,18 @@ e2e: $(STAMP)
 	    apt-get install -y -qq chromium; } >build/apt.log 2>&1 || { cat build/apt.log; exit 1; }; }
 	MEDIASTREAM_E2E=1 MEDIASTREAM_SCREENSHOTS=$(E2E_SHOTS) $(PY) -m pytest -q \
 	  tests/test_e2e_browser.py $(ARGS)
+
+# The shared-state tests against a real redis-server (Debian package), which they start
+# themselves on a free loopback port; `make test` skips them when it is not installed.
+# Installing needs root (CI runs as root); nothing is installed when it is already there.
+test-cluster: $(STAMP)
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+	$(PY) -m pytest -q tests/test_cluster_redis.py tests/test_cluster_workers.py tests/test_call_api.py $(ARGS)
+
+# 100 calls over two instances on one Redis while commands fly (bounded, loopback).
+bench-cluster: $(STAMP)
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+	$(PY) -m bench.bench_cluster $(ARGS)
 
 # The suite again on the oldest websockets pyproject.toml allows (its floor, read from
 # there), in a venv of its own: the server uses only websockets' public sans-I/O API,

@@ -206,7 +206,7 @@ class CallTable:
             self.tokens_refused.labels("spent").inc()
             raise AuthenticationError(
                 f"{info.provider} call {info.call_id}: stream token already used "
-                "(on another worker or instance)")
+                "(spent in the shared state)")
 
     # ------------------------------------------------------------------ commands
 
