@@ -145,10 +145,10 @@ async def instances(tmp: Path, count: int, *args: str) -> AsyncIterator[list[Ins
 async def api(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     """One call-API request with the bearer token; (status, JSON body)."""
     headers = {"Authorization": f"Bearer {API}"}
-    async with aiohttp.ClientSession() as http:
-        async with http.request(method, f"http://127.0.0.1:{port}{path}", json=body,
-                                headers=headers) as response:
-            return response.status, await response.json(content_type=None)
+    url = f"http://127.0.0.1:{port}{path}"
+    async with aiohttp.ClientSession() as http, \
+            http.request(method, url, json=body, headers=headers) as response:
+        return response.status, await response.json(content_type=None)
 
 
 async def call_ids(port: int) -> set[str]:

@@ -29,13 +29,12 @@ async def api(
     server: MediaStreamServer, method: str, path: str, body: Any = None,
     headers: dict[str, str] | None = None, raw: bytes | None = None,
 ) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http:
-        async with http.request(
-            method, f"http://127.0.0.1:{server.port}{path}",
-            json=body if raw is None else None, data=raw,
-            headers=AUTH if headers is None else headers,
-        ) as response:
-            return response.status, await response.json(content_type=None)
+    async with aiohttp.ClientSession() as http, http.request(
+        method, f"http://127.0.0.1:{server.port}{path}",
+        json=body if raw is None else None, data=raw,
+        headers=AUTH if headers is None else headers,
+    ) as response:
+        return response.status, await response.json(content_type=None)
 
 
 @pytest.mark.asyncio

@@ -23,7 +23,6 @@ from _util_cluster import (
     eventually,
     instances,
     provider_call,
-    stream_token,
 )
 from _util_server import FakeProvider, ulaw_payload
 
@@ -176,9 +175,9 @@ async def test_redis_stopping_mid_call_loses_no_audio(tmp_path: Path) -> None:
                 await late.open()
                 code, reason = await late.closed()
             assert code == 1008, reason
-            async with aiohttp.ClientSession() as http:
-                async with http.get(f"http://127.0.0.1:{a.port}/metrics") as response:
-                    metrics = await response.text()
+            async with aiohttp.ClientSession() as http, \
+                    http.get(f"http://127.0.0.1:{a.port}/metrics") as response:
+                metrics = await response.text()
             assert 'mediastream_cluster_tokens_refused_total{reason="unreachable"} 1.0' \
                 in metrics
             assert "mediastream_cluster_errors_total" in metrics
