@@ -87,7 +87,15 @@ async def test_any_instance_lists_and_commands_every_call(tmp_path: Path) -> Non
             status, body = await api(b.port, "GET", "/calls")
             holders = {row["call_id"]: row["instance"] for row in body["calls"]}
             assert holders[t1.call_id] == holders[p1.call_id] != holders[t2.call_id]
-            assert body["instance"] == holders[t2.call_id]
+            assert sorted(body["instances"]) == sorted(set(holders.values()))
+
+            async def full_row() -> bool:
+                """After A's next heartbeat B lists t1 with the book's full row."""
+                _, body = await api(b.port, "GET", "/calls")
+                row = next(r for r in body["calls"] if r["call_id"] == t1.call_id)
+                return row.get("frames_in", 0) >= 1 and row["state"] == "live"
+
+            await eventually(full_row)
 
             # Sent to B, run on A.
             news = {"event": "order_shipped", "order": 7}

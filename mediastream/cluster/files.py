@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 #: Spent-token files are swept for expired ones after this many claims.
 _SWEEP_EVERY = 1000
+#: How often a worker rewrites its calls' rows.
+_REFRESH_S = 2.0
 
 
 def _key(call_id: str) -> str:
@@ -81,12 +83,15 @@ class WorkerDirectory(CallDirectory):
         self._claims = 0
         self._runner: web.AppRunner | None = None
         self._executor: Executor | None = None
+        self._rows: RowSource = list
+        self._refresh: asyncio.Task[None] | None = None
 
     def _socket_of(self, pid: str) -> Path:
         return self._sockets / f"{pid}.sock"
 
     async def start(self, executor: Executor, rows: RowSource) -> None:
         self._executor = executor
+        self._rows = rows
         for path in (self._tokens, self._mine, self._sockets):
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
         app = web.Application()
@@ -97,8 +102,21 @@ class WorkerDirectory(CallDirectory):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a previous worker with our pid (pids are reused)
         await web.UnixSite(self._runner, str(path)).start()
+        self._refresh = asyncio.create_task(self._refresh_rows(), name="mediastream-rows")
+
+    async def _refresh_rows(self) -> None:
+        """Rewrite this worker's rows every few seconds: the other workers then list its
+        calls with current figures (levels, counters), as Redis heartbeats do."""
+        while True:
+            await asyncio.sleep(_REFRESH_S)
+            for row in self._rows():
+                self.call_started(row)
 
     async def stop(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -10,12 +10,23 @@ errors are named below.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 from mediastream.errors import MediaStreamError, Outcome
 
-if TYPE_CHECKING:
-    from .host import SocketClosed
+
+class _Closed(Protocol):
+    """Why the socket ended (:class:`~.host.SocketClosed`; host imports this module's
+    users, so it is described here rather than imported)."""
+
+    @property
+    def received(self) -> tuple[int, str] | None: ...
+
+    @property
+    def failed(self) -> tuple[int, str] | None: ...
+
+    @property
+    def overflowed(self) -> bool: ...
 
 
 class _Log(Protocol):
@@ -73,7 +84,7 @@ DISCONNECTED: Final = Ending(None, "connection closed", Outcome.DISCONNECTED)
 SHUTDOWN: Final = Ending(1001, "server shutting down", Outcome.SHUTDOWN)
 
 
-def closed_ending(why: SocketClosed, log: _Log | None) -> Ending:
+def closed_ending(why: _Closed, log: _Log | None) -> Ending:
     """The ending of a socket that closed under the call, logged on ``log`` (``None``:
     the call had already ended, nothing to say)."""
     if why.failed is not None:
