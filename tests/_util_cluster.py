@@ -50,9 +50,9 @@ def provider_call(provider: str, token: str | None = None, call_id: str = "") ->
 class RedisServer:
     """``redis-server`` on a free loopback port: no daemon, no persistence."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         assert REDIS is not None
-        self.port = free_port()
+        self.port = port or free_port()
         self.process = subprocess.Popen(
             [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no"],

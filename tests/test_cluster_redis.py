@@ -82,8 +82,11 @@ async def test_any_instance_lists_and_commands_every_call(tmp_path: Path) -> Non
         async with t1.connect(a), p1.connect(a), t2.connect(b):  # type: ignore[arg-type]
             await asyncio.gather(_live(t1, a), _live(p1, a), _live(t2, b))
             everyone = {t1.call_id, p1.call_id, t2.call_id}
-            for instance in (a, b):
-                assert await call_ids(instance.port) == everyone
+
+            async def listed_everywhere() -> bool:  # registering is a task: it may trail
+                return all([await call_ids(i.port) == everyone for i in (a, b)])
+
+            await eventually(listed_everywhere)
             status, body = await api(b.port, "GET", "/calls")
             holders = {row["call_id"]: row["instance"] for row in body["calls"]}
             assert holders[t1.call_id] == holders[p1.call_id] != holders[t2.call_id]
@@ -140,7 +143,11 @@ async def test_a_killed_instances_calls_leave_the_registry(tmp_path: Path) -> No
             fake = doomed
             async with fake.connect(a):  # type: ignore[arg-type]
                 await _live(fake, a)
-                assert await call_ids(b.port) == {doomed.call_id, kept.call_id}
+
+                async def listed() -> bool:  # registration is a task: it may trail the echo
+                    return await call_ids(b.port) == {doomed.call_id, kept.call_id}
+
+                await eventually(listed)
                 a.kill()  # SIGKILL: no goodbye, its entries just stop being renewed
 
                 async def expired() -> bool:
@@ -183,11 +190,31 @@ async def test_redis_stopping_mid_call_loses_no_audio(tmp_path: Path) -> None:
                 await late.open()
                 code, reason = await late.closed()
             assert code == 1008, reason
-            async with aiohttp.ClientSession() as http, \
-                    http.get(f"http://127.0.0.1:{a.port}/metrics") as response:
-                metrics = await response.text()
-            assert 'mediastream_cluster_tokens_refused_total{reason="unreachable"} 1.0' \
-                in metrics
-            assert "mediastream_cluster_errors_total" in metrics
+            await _metrics_count_the_refusal(a)
+
+            # Redis back (empty: a restart without persistence): the heartbeats put every
+            # live call back and the subscriptions come back, so commands cross again.
+            again = RedisServer(redis.port)
+            try:
+                await again.ready()
+
+                async def relisted() -> bool:
+                    status, body = await api(b.port, "GET", "/calls")
+                    return status == 200 and {r["call_id"] for r in body["calls"]} == {
+                        own, other}
+
+                await eventually(relisted)
+                status, body = await api(b.port, "POST", f"/calls/{own}/message", {"n": 2})
+                assert status == 200, body
+            finally:
+                again.stop()
     assert "shared state is unreachable (failing closed)" in a.text()
-    assert "redis unreachable" in a.text()
+    assert "redis unreachable" in a.text() and "redis reachable again" in a.text()
+
+
+async def _metrics_count_the_refusal(a: Instance) -> None:
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"http://127.0.0.1:{a.port}/metrics") as response:
+        metrics = await response.text()
+    assert 'mediastream_cluster_tokens_refused_total{reason="unreachable"} 1.0' in metrics
+    assert "mediastream_cluster_errors_total" in metrics

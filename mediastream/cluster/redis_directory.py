@@ -208,7 +208,9 @@ class RedisDirectory(CallDirectory):
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self._ttl / 3)
-            rows = self._rows()
+            # Calls are (re-)announced only while commands can reach us: a call listed
+            # after an outage is a call whose commands arrive.
+            rows = self._rows() if self._subscribed.is_set() else []
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for row in rows:
@@ -256,6 +258,8 @@ class RedisDirectory(CallDirectory):
         if holder == self.instance:
             assert self._executor is not None
             return await self._executor(call_id, action, body)
+        if not self._subscribed.is_set():  # the answer could not reach us
+            raise ClusterUnavailable("redis unreachable: not subscribed to our reply channel")
         request_id = secrets.token_hex(8)
         future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
@@ -293,6 +297,7 @@ class RedisDirectory(CallDirectory):
                     if message is not None and message.get("type") == "message":
                         self._on_message(str(message["channel"]), str(message["data"]))
             except self._redis_errors as exc:
+                self._subscribed.clear()
                 self._failed("subscribe", exc)
                 await asyncio.sleep(_RESUBSCRIBE_S)
             finally:

@@ -27,13 +27,15 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
-from mediastream.call import BotMessage, Call
+from mediastream.call import BotMessage
 from mediastream.cluster import CommandResult
 from mediastream.config import Config
 from mediastream.control.clients import ProviderClients
 from mediastream.control.rest import ControlUnavailable, ProviderAPIError
 from mediastream.errors import LocalProtocolError
 from mediastream.protocols.events import CallInfo
+
+from .live import LiveCall
 
 __all__ = ["ACTIONS", "MAX_MESSAGE_BYTES", "CommandTarget", "run_command", "valid_transfer_target"]
 
@@ -56,7 +58,7 @@ class CommandTarget(Protocol):
     def done(self) -> bool: ...
 
     @property
-    def live_call(self) -> Call | None: ...
+    def live_call(self) -> LiveCall | None: ...
 
     async def hangup(self, reason: str) -> None: ...
 
@@ -97,10 +99,7 @@ async def run_command(
         if size > MAX_MESSAGE_BYTES:
             return CommandResult(400, {"error": f"message is {size} bytes; at most "
                                        f"{MAX_MESSAGE_BYTES}"})
-        push = getattr(call, "push", None)
-        if push is None:  # pragma: no cover - every server call is a LiveCall
-            return CommandResult(409, {"error": "this call takes no messages"})
-        push([BotMessage(body)])
+        call.push([BotMessage(body)])
         return CommandResult(200, {"call_id": info.call_id, "result": "delivered"})
     if action == "dtmf":
         return await _dtmf(call, info, body, clients)
@@ -110,7 +109,7 @@ async def run_command(
 
 
 async def _dtmf(
-    call: Call, info: CallInfo, body: dict[str, Any], clients: ProviderClients | None
+    call: LiveCall, info: CallInfo, body: dict[str, Any], clients: ProviderClients | None
 ) -> CommandResult:
     digits = body.get("digits")
     if not isinstance(digits, str) or not _DIGITS.fullmatch(digits):
