@@ -113,7 +113,8 @@ class Config:
     fast_frames: bool = True
 
     # --- security
-    #: Bearer token for /dialout and call control; the endpoints are off without it.
+    #: Bearer token for /dialout (off without it) and for GET /calls and the call
+    #: commands (without it: open on loopback with no credentials, else off).
     api_token: str | None = None
     #: Secret for per-call stream tokens; random per process when unset.
     stream_token_secret: str | None = None

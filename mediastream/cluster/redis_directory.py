@@ -219,6 +219,12 @@ class RedisDirectory(CallDirectory):
                                  ex=math.ceil(self._ttl))
                     pipe.ping()
                     await pipe.execute()
+                # A call that ended while the pipeline was out may have had its DEL
+                # overtaken by our SET: delete it again rather than list it for a TTL.
+                now_live = {str(row["call_id"]) for row in self._rows()}
+                gone = [str(r["call_id"]) for r in rows if str(r["call_id"]) not in now_live]
+                if gone:
+                    await self._redis.delete(*(self._k("call", c) for c in gone))
             except self._redis_errors as exc:
                 self._failed("heartbeat", exc)
             else:

@@ -38,7 +38,8 @@ from mediastream.errors import AuthenticationError
 from mediastream.protocols.events import CallInfo
 
 from . import control
-from .calls import CallBook
+from .calls import CallBook, LocalDirectory
+from .calls import CallDirectory as ListingDirectory
 from .commands import CommandTarget, run_command
 from .metrics import ServerMetrics
 from .start import Started
@@ -92,7 +93,9 @@ class CallTable:
                          else f"{socket.gethostname()}:{os.getpid()}")
         #: What ``GET /calls`` reads (``server.call_directory``): this process's book,
         #: merged with every other process's rows when there is shared state.
-        self.listing = ClusterListing(self)
+        self.listing: ListingDirectory = (
+            ClusterListing(self) if self.directory is not None
+            else LocalDirectory(book, instance=self.instance))
 
     def _count_error(self, operation: str) -> None:
         self.errors.labels(operation).inc()
