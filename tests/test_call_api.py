@@ -8,6 +8,7 @@ tests/test_cluster.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from _util_server import FakeProvider, RecordingBot, running_server, ulaw_payload
 from fakes.providers import FakePlivo, FakeTelnyx, FakeTwilio
 
-from mediastream.call import BotMessage
+from mediastream.call import BotMessage, Call
 from mediastream.config import ProviderCredentials
 from mediastream.server import MediaStreamServer
 
@@ -202,3 +203,40 @@ async def test_plivo_transfer_points_the_a_leg_at_a_signed_dial_document() -> No
                 async with http.post(base + url[:-3] + "abc") as response:
                     assert response.status == 403
     assert "<Dial><Number>15551230000</Number></Dial>" in document
+
+
+@pytest.mark.asyncio
+async def test_two_streams_of_one_call_the_newest_takes_commands_then_the_other() -> None:
+    """A call may have two streams (a listen-only fork beside the talking one): commands
+    go to the newest, and to the other once the newest ended."""
+    got: list[tuple[str, Any]] = []
+
+    async def bot(call: Call) -> None:
+        async for event in call:
+            if isinstance(event, BotMessage):
+                got.append((call.info.stream_id, event.data))
+
+    async with running_server(bot, require_auth=False, api_token=API) as server:
+        first = FakeProvider("twilio")
+        second = FakeProvider("twilio", call_id=first.call_id)
+        path = f"/calls/{first.call_id}/message"
+        async with first.connect(server):
+            await first.open()
+            first.start_pump()
+            await _until(lambda: len(server.calls) == 1)
+            async with second.connect(server):
+                await second.open()
+                second.start_pump()
+                await _until(lambda: len(server.calls) == 2)
+                assert (await api(server, "POST", path, {"to": "newest"}))[0] == 200
+                await second.send(second.stop())
+                assert (await second.closed())[0] == 1000
+            assert (await api(server, "POST", path, {"to": "first"}))[0] == 200
+            await _until(lambda: len(got) == 2)
+    assert got == [(second.stream_id, {"to": "newest"}), (first.stream_id, {"to": "first"})]
+
+
+async def _until(predicate: Any) -> None:
+    async with asyncio.timeout(10):
+        while not predicate():
+            await asyncio.sleep(0.01)

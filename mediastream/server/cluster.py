@@ -77,7 +77,9 @@ class CallTable:
     def __init__(self, config: Config, metrics: ServerMetrics, book: CallBook) -> None:
         self._config = config
         self._book = book
-        self._held: dict[str, tuple[CommandTarget, CallRow]] = {}
+        #: call id -> its streams here, oldest first: one call may have two (a
+        #: listen-only fork beside the talking stream); commands go to the newest.
+        self._held: dict[str, list[CommandTarget]] = {}
         self._claims: set[asyncio.Task[None]] = set()
         self._clients: ProviderClients | None = None
         self.errors = Counter(
@@ -130,15 +132,19 @@ class CallTable:
             "started_at": round(time.time(), 3),
             "instance": self.instance,
         }
-        self._held[info.call_id] = (target, row)
+        self._held.setdefault(info.call_id, []).append(target)
         if self.directory is not None:
             self.directory.call_started(row)
 
     def remove(self, target: CommandTarget) -> None:
         """A call held here ended."""
         info = target.info
-        if info is None or self._held.get(info.call_id, (None,))[0] is not target:
-            return  # a later stream of the same call id took its place
+        streams = self._held.get(info.call_id) if info is not None else None
+        if info is None or streams is None or target not in streams:
+            return
+        streams.remove(target)
+        if streams:
+            return  # another stream of the same call goes on
         del self._held[info.call_id]
         if self.directory is not None:
             self.directory.call_ended(info.call_id)
@@ -215,12 +221,12 @@ class CallTable:
 
     async def execute(self, call_id: str, action: str, body: dict[str, Any]) -> CommandResult:
         """Run a command on a call held here (404 when it is not)."""
-        held = self._held.get(call_id)
-        if held is None:
+        streams = self._held.get(call_id)
+        if not streams:
             return CommandResult(404, {"error": f"no live call {call_id}"})
         config = self._config
         return await run_command(
-            held[0], action, body, config=config, clients=self._clients,
+            streams[-1], action, body, config=config, clients=self._clients,
             plivo_transfer_url=lambda to: plivo_transfer_url(config, to))
 
     async def command(self, call_id: str, action: str, body: dict[str, Any]) -> CommandResult:
