@@ -21,10 +21,12 @@ from _util_cluster import (
     api,
     call_ids,
     eventually,
+    free_port,
     instances,
     provider_call,
 )
 from _util_server import FakeProvider, ulaw_payload
+from aiohttp import web
 
 if REDIS is None:
     pytest.skip("redis-server is not installed (make test-cluster installs it and runs "
@@ -218,3 +220,49 @@ async def _metrics_count_the_refusal(a: Instance) -> None:
         metrics = await response.text()
     assert 'mediastream_cluster_tokens_refused_total{reason="unreachable"} 1.0' in metrics
     assert "mediastream_cluster_errors_total" in metrics
+
+
+@pytest.mark.asyncio
+async def test_a_holder_that_does_not_answer_in_time_is_a_504(tmp_path: Path) -> None:
+    """B waits ``command_timeout`` for A's answer, then says 504 (A's provider REST API
+    here takes longer than that to answer a transfer)."""
+    slow_hits: list[str] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        slow_hits.append(request.path)
+        await asyncio.sleep(5)
+        return web.json_response({"data": {"result": "ok"}})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", slow)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    rest_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", rest_port).start()
+    redis = RedisServer()
+    a = b = None
+    try:
+        await redis.ready()
+        common = ("--redis-url", redis.url, "--command-timeout", "1")
+        a = Instance(tmp_path, "a", *common, env={
+            "TELNYX_API_KEY": "KEY", "TELNYX_API_BASE_URL": f"http://127.0.0.1:{rest_port}"})
+        b = Instance(tmp_path, "b", *common)
+        await asyncio.gather(a.ready(), b.ready())
+        fake = provider_call("telnyx")
+        async with fake.connect(a):  # type: ignore[arg-type]
+            await _live(fake, a)
+
+            async def listed() -> bool:
+                return fake.call_id in await call_ids(b.port)
+
+            await eventually(listed)
+            status, body = await api(b.port, "POST", f"/calls/{fake.call_id}/transfer",
+                                     {"to": "+15551230000"})
+            assert status == 504, body
+            assert slow_hits and slow_hits[0].endswith("/actions/transfer")
+    finally:
+        for instance in (a, b):
+            if instance is not None:
+                instance.kill()
+        redis.stop()
+        await runner.cleanup()
