@@ -166,3 +166,7 @@ async def _run(tmp: Path, calls: int, seconds: float) -> int:
         print("FAILED", line)
     print("nothing lost" if not failures else f"{len(failures)} failures")
     return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
