@@ -127,7 +127,7 @@ class RedisDirectory(CallDirectory):
             self._healthy = False
             logger.error("redis unreachable (%s at %s): %s; live calls go on, stream tokens "
                          "are %s, the call API answers 503 for other instances' calls",
-                         operation, _safe_url(self._url), exc or type(exc).__name__,
+                         operation, _safe_url(self._url), str(exc) or type(exc).__name__,
                          "accepted on the local check alone" if self._fail_open else "refused")
         else:
             logger.debug("redis %s failed: %s", operation, exc)
