@@ -44,12 +44,12 @@ e2e: $(STAMP)
 # themselves on a free loopback port; `make test` skips them when it is not installed.
 # Installing needs root (CI runs as root); nothing is installed when it is already there.
 test-cluster: $(STAMP)
-	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
-	$(PY) -m pytest -q tests/test_cluster_redis.py tests/test_cluster_workers.py tests/test_call_api.py $(ARGS)
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+	$(PY) -m pytest -q tests/test_cluster_redis.py tests/test_cluster_workers.py tests/test_cluster_unreachable.py tests/test_call_api.py $(ARGS)
 
 # 100 calls over two instances on one Redis while commands fly (bounded, loopback).
 bench-cluster: $(STAMP)
-	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 	$(PY) -m bench.bench_cluster $(ARGS)
 
 # The suite again on the oldest websockets pyproject.toml allows (its floor, read from
