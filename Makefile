@@ -45,7 +45,7 @@ e2e: $(STAMP)
 # Installing needs root (CI runs as root); nothing is installed when it is already there.
 test-cluster: $(STAMP)
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
-	$(PY) -m pytest -q tests/test_cluster_redis.py tests/test_cluster_workers.py tests/test_cluster_unreachable.py tests/test_call_api.py $(ARGS)
+	$(PY) -m pytest -q tests/test_cluster_redis.py tests/test_cluster_workers.py tests/test_cluster_unreachable.py tests/test_cluster_files.py tests/test_call_api.py $(ARGS)
 
 # 100 calls over two instances on one Redis while commands fly (bounded, loopback).
 bench-cluster: $(STAMP)
