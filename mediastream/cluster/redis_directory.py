@@ -40,6 +40,7 @@ import os
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -52,6 +53,7 @@ logger = logging.getLogger(__name__)
 #: Bound on one Redis round trip: a stream's start may wait this long for its token.
 _SOCKET_TIMEOUT_S = 1.0
 _RESUBSCRIBE_S = 0.5
+_MAX_WRITES = 10_000
 
 
 def _import_redis() -> tuple[Any, tuple[type[BaseException], ...]]:
@@ -104,6 +106,12 @@ class RedisDirectory(CallDirectory):
         self._loops: list[asyncio.Task[None]] = []
         self._healthy = True
         self._subscribed = asyncio.Event()
+        #: Registry writes waiting, oldest first (bounded: during an outage the oldest
+        #: go, and the heartbeats re-announce every live call once Redis is back).
+        self._writes: deque[tuple[str, CallRow | None]] = deque(maxlen=_MAX_WRITES)
+        self._write_wake = asyncio.Event()
+        self._written = asyncio.Event()  # set while no write waits or runs
+        self._written.set()
 
     # ------------------------------------------------------------------ names
 
@@ -145,6 +153,7 @@ class RedisDirectory(CallDirectory):
         self._loops = [
             asyncio.create_task(self._listen(), name="mediastream-redis-commands"),
             asyncio.create_task(self._heartbeat(), name="mediastream-redis-heartbeat"),
+            asyncio.create_task(self._writer(), name="mediastream-redis-registry"),
         ]
         # Up before we take calls, when Redis is there; never blocks start when it is not.
         with contextlib.suppress(TimeoutError):
@@ -152,6 +161,10 @@ class RedisDirectory(CallDirectory):
                 await self._subscribed.wait()
 
     async def stop(self) -> None:
+        # The calls that ended during the drain leave the registry now, not in a TTL.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2 * _SOCKET_TIMEOUT_S):
+                await self._written.wait()
         for task in self._loops:
             task.cancel()
         for task in self._loops:
@@ -186,24 +199,34 @@ class RedisDirectory(CallDirectory):
     # ------------------------------------------------------------------ registry
 
     def call_started(self, row: CallRow) -> None:
-        row = {**row, "instance": self.instance}
-        self._spawn(self._set_row(row))
-
-    async def _set_row(self, row: CallRow) -> None:
-        try:
-            await self._redis.set(self._k("call", str(row["call_id"])), json.dumps(row),
-                                  ex=math.ceil(self._ttl))
-        except self._redis_errors as exc:
-            self._failed("register", exc)
+        self._queue_write(str(row["call_id"]), {**row, "instance": self.instance})
 
     def call_ended(self, call_id: str) -> None:
-        self._spawn(self._delete_row(call_id))
+        self._queue_write(call_id, None)
 
-    async def _delete_row(self, call_id: str) -> None:
-        try:
-            await self._redis.delete(self._k("call", call_id))
-        except self._redis_errors as exc:
-            self._failed("unregister", exc)  # the entry expires within the TTL anyway
+    def _queue_write(self, call_id: str, row: CallRow | None) -> None:
+        """Registry writes go out one at a time, in order: a call's removal never
+        overtakes its announcement (two tasks could, on two pooled connections)."""
+        self._writes.append((call_id, row))
+        self._written.clear()
+        self._write_wake.set()
+
+    async def _writer(self) -> None:
+        while True:
+            await self._write_wake.wait()
+            self._write_wake.clear()
+            while self._writes:
+                call_id, row = self._writes.popleft()
+                key = self._k("call", call_id)
+                try:
+                    if row is None:
+                        await self._redis.delete(key)
+                    else:
+                        await self._redis.set(key, json.dumps(row), ex=math.ceil(self._ttl))
+                except self._redis_errors as exc:
+                    # Either way the heartbeats put it right within the TTL.
+                    self._failed("register" if row is not None else "unregister", exc)
+            self._written.set()
 
     async def _heartbeat(self) -> None:
         while True:

@@ -235,6 +235,14 @@ class CallBook:
         live = sorted(self._live.values(), key=lambda r: r.started_mono)
         return [r.row(now_mono=now) for r in live], [row for _, row in reversed(ended)]
 
+    def row_of(self, call: LiveCall) -> Row | None:
+        """The live row of ``call`` (``None`` when it is not in the book): what a new
+        call is announced with to the other workers or instances (server/cluster.py)."""
+        for record in self._live.values():
+            if record.call is call:
+                return record.row()
+        return None
+
 
 class CallDirectory(Protocol):
     """Where ``GET /calls`` gets its listing: this process, or a whole deployment."""

@@ -119,21 +119,16 @@ class CallTable:
         """A call started here (its ``info`` is set)."""
         info = target.info
         assert info is not None
-        # The first row, announced at once; heartbeats replace it with the book's full
-        # row (levels, counters: docs/design.md "GET /calls") once the call is in it.
-        row: CallRow = {
-            "call_id": info.call_id,
-            "stream_id": info.stream_id,
-            "provider": info.provider,
-            "agent": info.agent,
-            "from": info.from_number,
-            "to": info.to_number,
-            "state": "live",
-            "started_at": round(time.time(), 3),
-            "instance": self.instance,
-        }
         self._held.setdefault(info.call_id, []).append(target)
         if self.directory is not None:
+            # The book's row exists once the call's parts do, later in this same step.
+            asyncio.get_running_loop().call_soon(self._announce, target)
+
+    def _announce(self, target: CommandTarget) -> None:
+        call = target.live_call
+        row = self._book.row_of(call) if call is not None and not target.done else None
+        if row is not None and self.directory is not None:
+            row["instance"] = self.instance
             self.directory.call_started(row)
 
     def remove(self, target: CommandTarget) -> None:
