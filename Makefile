@@ -42,14 +42,19 @@ e2e: $(STAMP)
 
 # The shared-state tests against a real redis-server (Debian package), which they start
 # themselves on a free loopback port; `make test` skips them when it is not installed.
-# Installing needs root (CI runs as root); nothing is installed when it is already there.
+# It is installed with apt when missing (as root, else through sudo), as chromium is.
+REDIS_SERVER = command -v redis-server >/dev/null 2>&1 || { mkdir -p build; \
+	  echo "installing redis-server with apt-get (log: build/apt.log)"; \
+	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq redis-server; } >build/apt.log 2>&1 || { cat build/apt.log; exit 1; }; }
+
 test-cluster: $(STAMP)
-	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+	@$(REDIS_SERVER)
 	$(PY) -m pytest -q tests/test_cluster_redis.py tests/test_cluster_workers.py tests/test_cluster_unreachable.py tests/test_cluster_files.py tests/test_call_api.py $(ARGS)
 
 # 100 calls over two instances on one Redis while commands fly (bounded, loopback).
 bench-cluster: $(STAMP)
-	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+	@$(REDIS_SERVER)
 	$(PY) -m bench.bench_cluster $(ARGS)
 
 # The suite again on the oldest websockets pyproject.toml allows (its floor, read from
