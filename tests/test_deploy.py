@@ -84,12 +84,6 @@ RUNTIME_ENV = {
     "PIP_DISABLE_PIP_VERSION_CHECK": "pip, in the build stage",
 }
 
-#: Settings the manifests use that the server on this branch does not read yet: issue
-#: 17's Redis state (branch issue-17) adds them. ``test_awaited_settings_are_read``
-#: is a strict xfail, so the suite fails the day the server reads one: delete the
-#: entry then, and the ordinary check covers it.
-AWAITED_ENV = {"MEDIASTREAM_REDIS_URL": "issue 17: Redis shared state (extra [cluster])"}
-
 #: Names that carry credentials: set only from a Secret, never inline or in a ConfigMap.
 SECRET_NAME = re.compile(r"(TOKEN|SECRET|_KEY|_SID|_AUTH_ID)$")
 
@@ -421,7 +415,7 @@ def cli_problems(argv: list[str], where: str) -> list[str]:
 
 
 def unknown_env_problems(env: dict[str, str] | list[str], where: str) -> list[str]:
-    known = server_env_names() | set(RUNTIME_ENV) | set(AWAITED_ENV)
+    known = server_env_names() | set(RUNTIME_ENV)
     return [f"{where}: {name} is read by nothing" for name in env if name not in known]
 
 
@@ -724,11 +718,6 @@ def test_drain_figures_come_from_the_server() -> None:
         "terminationGracePeriodSeconds"]
     assert grace > _prestop_seconds(server_container(load_manifests())) + \
         config.drain_timeout + close_bound(config)
-
-
-@pytest.mark.xfail(strict=True, reason="the Redis state of issue 17 is not on this branch yet")
-def test_awaited_settings_are_read() -> None:
-    assert set(AWAITED_ENV) <= server_env_names()
 
 
 def test_the_server_reads_the_settings_the_files_rely_on() -> None:
