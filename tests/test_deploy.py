@@ -53,6 +53,7 @@ from aiohttp import web
 
 from mediastream.agents import BotLoadError, load_bot
 from mediastream.cli import build_parser
+from mediastream.cluster.redis_directory import _SOCKET_TIMEOUT_S as REDIS_SOCKET_TIMEOUT_S
 from mediastream.config import Config
 from mediastream.echo import echo_bot
 from mediastream.recording import Recordings
@@ -185,6 +186,10 @@ def close_bound(config: Config) -> float:
     bound = config.send_timeout + 2 * config.bot_exit_timeout + HANGUP_TIMEOUT_S + CLOSE_GRACE_S
     if config.record_dir is not None:
         bound += inspect.signature(Recordings.aclose).parameters["timeout"].default
+    if config.redis_url is not None:
+        # RedisDirectory.stop(): pending registry writes (2 socket timeouts), in-flight
+        # tasks (1), then one delete and the close (1 each).
+        bound += 5 * REDIS_SOCKET_TIMEOUT_S
     return float(bound)
 
 
@@ -789,6 +794,8 @@ BROKEN: list[tuple[str, str, Callable[[list[dict[str, Any]]], list[dict[str, Any
         "MEDIASTREAM_DRAIN_TIMEOUT", "120"))),
     ("drain", "recording's flush", _edit(CM, "mediastream-config", _cm(
         "MEDIASTREAM_RECORD_DIR", "/tmp/recordings"))),
+    ("drain", "no margin for Redis", _edit(D, SERVER, lambda d: _pod(d).__setitem__(
+        "terminationGracePeriodSeconds", 56))),
     ("drain", "no preStop", _edit(D, SERVER, lambda d: _main(d).pop("lifecycle"))),
     ("drain", "surge without a spare", _edit(D, SERVER, lambda d: d["spec"]["strategy"][
         "rollingUpdate"].__setitem__("maxUnavailable", 1))),
