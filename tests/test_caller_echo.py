@@ -130,8 +130,10 @@ async def test_audio_that_comes_back_late_is_an_underrun_not_a_loss() -> None:
         conn = srv.connections[0]
         held = [conn.hold_ms(frame) for frame in (21, 22, 23, 24)]
     (call,) = report.calls
-    # Really stalled: the echoes due in the pause went out together at its end.
-    assert held[0] < 20 + scaled(5) and held[1] >= 20 + 250 and min(held[1:]) > 200, held
+    # Really stalled: the echoes due in the pause went out together at its end, while the
+    # frame before it did not wait for the pause (how long it took on a loaded machine is
+    # not the point: that it left well before the others is).
+    assert held[1] >= 20 + 250 and min(held[1:]) > 200 and held[0] < min(held[1:]) - 150, held
     assert call.probes == call.probes_returned == 5
     assert call.lost_ms == 0, call.lost_ms
     assert call.underruns >= 1 and call.underrun_ms >= 230, (call.underruns, call.underrun_ms)
