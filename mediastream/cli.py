@@ -23,6 +23,9 @@ _SUBCOMMANDS = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mediastream",
+        # Exact flags only: an abbreviation (--drain for --drain-timeout) in a manifest or a
+        # script would keep working until a new flag made it ambiguous.
+        allow_abbrev=False,
         description="Media-stream server for telephony voice bots (Twilio, Telnyx, Plivo).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -39,6 +39,27 @@ def test_flags_overlay_the_environment_config() -> None:
     assert config.agents == "a=x.py,sales=bots.sales"
 
 
+@pytest.mark.parametrize(("argv", "full"), [
+    (["serve", "--drain", "30"], ["serve", "--drain-timeout", "30"]),
+    (["call", "--provider", "twilio", "--call", "2", "ws://x"],
+     ["call", "--provider", "twilio", "--calls", "2", "ws://x"]),
+])
+def test_abbreviated_flags_are_refused(
+    argv: list[str], full: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --drain would otherwise mean --drain-timeout, and --call --calls: a manifest or script
+    # using one would break silently the day a new flag shares the prefix.
+    from mediastream.cli import build_parser
+
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(argv)
+    assert exc.value.code == 2
+    abbreviation = next(a for a in argv if a.startswith("--") and a not in full)
+    assert "unrecognized arguments: " + abbreviation in capsys.readouterr().err
+    parser.parse_args(full)  # the full spelling is accepted
+
+
 def test_bad_agent_flag_is_rejected() -> None:
     with pytest.raises(ValueError, match="NAME=SPEC"):
         config_from_args(_parse("--agent", "nope"), Config())

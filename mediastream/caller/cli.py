@@ -44,6 +44,7 @@ def add_parser(subparsers: Any) -> None:
     """Register ``call`` on the ``mediastream`` command line."""
     p = subparsers.add_parser(
         "call",
+        allow_abbrev=False,
         help="call a media-stream server as Twilio/Telnyx/Plivo would, and measure it",
         description=(
             "Simulated caller: speaks the provider's side of the media-stream protocol, "

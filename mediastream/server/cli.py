@@ -46,6 +46,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``serve`` on the ``mediastream`` command line."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "serve",
+        allow_abbrev=False,
         help="run the media-stream server",
         description="Serve Twilio, Telnyx and Plivo media streams and their webhooks "
         "on one port. Settings default to MEDIASTREAM_* environment variables.",
