@@ -22,6 +22,7 @@ from typing import Any
 
 import websockets
 from _util_timing import scaled as scaled  # re-exported for the tests
+from aiohttp import web
 from websockets.asyncio.client import ClientConnection, connect
 
 from mediastream.call import Call, CallEvent, InboundAudio
@@ -584,3 +585,16 @@ def client_frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool 
     mask = os.urandom(4)
     body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     return first + bytes([length[0] | 0x80]) + length[1:] + mask + body
+
+
+@contextlib.asynccontextmanager
+async def served_elsewhere(app: web.Application) -> AsyncIterator[int]:
+    """``app`` served by aiohttp on 127.0.0.1:<free port> (not the server's); the port."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()

@@ -12,12 +12,10 @@ import asyncio
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from _util_server import running_server, scaled, self_signed
+from _util_server import running_server, scaled, self_signed, served_elsewhere
 from aiohttp import web
 
 from mediastream.echo import echo_bot
@@ -38,18 +36,6 @@ async def _healthcheck(**env: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-@asynccontextmanager
-async def _served_elsewhere(app: web.Application) -> AsyncIterator[int]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield runner.addresses[0][1]
-    finally:
-        await runner.cleanup()
-
-
 @pytest.mark.asyncio
 async def test_healthy_while_the_server_serves() -> None:
     async with running_server(echo_bot) as server:
@@ -67,7 +53,7 @@ async def test_unhealthy_while_draining() -> None:
     async with running_server(echo_bot) as server:
         app = web.Application()
         mount(app, server, control=False)
-        async with _served_elsewhere(app) as port:
+        async with served_elsewhere(app) as port:
             before = await _healthcheck(MEDIASTREAM_PORT=str(port))
             await server.aclose()
             after = await _healthcheck(MEDIASTREAM_PORT=str(port))

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -20,6 +18,7 @@ from _util_server import (
     running_server,
     scaled,
     self_signed,
+    served_elsewhere,
     server_config,
     ulaw_payload,
 )
@@ -94,26 +93,13 @@ async def test_an_embedders_app_serves_form_posts_on_the_same_port() -> None:
     assert seen == [{"a": "1", "b": "two words"}]
 
 
-@asynccontextmanager
-async def _served_elsewhere(app: web.Application) -> AsyncIterator[int]:
-    """``app`` served by aiohttp on 127.0.0.1:<free port> (not the server's); the port."""
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield runner.addresses[0][1]
-    finally:
-        await runner.cleanup()
-
-
 @pytest.mark.asyncio
-async def test_mount_into_an_app_served_elsewhere() -> None:
+async def test_mount_into_an_appserved_elsewhere() -> None:
     async with MediaStreamServer(server_config(), bot=echo_bot) as server:
         app = web.Application()
         mount(app, server, control=False)
         async with (
-            _served_elsewhere(app) as port,
+            served_elsewhere(app) as port,
             aiohttp.ClientSession() as http,
             http.get(f"http://127.0.0.1:{port}/metrics") as r,
         ):
@@ -297,7 +283,7 @@ async def test_mount_with_control_routes_needs_to_know_where_the_media_goes() ->
         app = web.Application()
         mount(app, server)
         async with (
-            _served_elsewhere(app) as port,
+            served_elsewhere(app) as port,
             aiohttp.ClientSession() as http,
             http.post(f"http://127.0.0.1:{port}/twilio", data={"CallSid": "CA1"}) as r,
         ):
