@@ -261,6 +261,14 @@ def _telnyx_headers(body: bytes, timestamp: int | None = None) -> dict[str, str]
     }
 
 
+async def _post_telnyx_event(server: Server, path: str, event: dict[str, Any]) -> int:
+    """POST a signed Call Control webhook ``event`` to ``path``; the response status."""
+    body = json.dumps(event).encode()
+    headers = {**_telnyx_headers(body), "Content-Type": "application/json"}
+    async with server.http.post(server.base + path, data=body, headers=headers) as resp:
+        return resp.status
+
+
 def _telnyx_form() -> dict[str, str]:
     return {
         "AccountSid": "acc-uuid",
@@ -333,12 +341,7 @@ async def test_telnyx_call_control_webhook_answers_with_streaming(server: Server
             "record_type": "event",
         }
     }
-    body = json.dumps(event).encode()
-    headers = {**_telnyx_headers(body), "Content-Type": "application/json"}
-    async with server.http.post(
-        server.base + "/telnyx?agent=support", data=body, headers=headers
-    ) as resp:
-        assert resp.status == 200
+    assert await _post_telnyx_event(server, "/telnyx?agent=support", event) == 200
     ((action, sent),) = server.telnyx.calls[call_id]["commands"]
     assert action == "answer"
     assert sent["stream_codec"] == sent["stream_bidirectional_codec"] == "L16"
@@ -533,12 +536,8 @@ async def test_body_arriving_in_pieces_is_read_whole(server: Server) -> None:
 async def test_telnyx_call_control_for_an_unknown_agent_hangs_up(server: Server) -> None:
     call_id = server.telnyx.live_call(state="parked")
     payload = {"call_control_id": call_id, "direction": "incoming", "from": "+1", "to": "+2"}
-    body = json.dumps({"data": {"event_type": "call.initiated", "payload": payload}}).encode()
-    headers = {**_telnyx_headers(body), "Content-Type": "application/json"}
-    async with server.http.post(
-        server.base + "/telnyx?agent=nobody", data=body, headers=headers
-    ) as resp:
-        assert resp.status == 404
+    event = {"data": {"event_type": "call.initiated", "payload": payload}}
+    assert await _post_telnyx_event(server, "/telnyx?agent=nobody", event) == 404
     assert not server.telnyx.calls[call_id]["alive"]
     assert [a for a, _ in server.telnyx.calls[call_id]["commands"]] == ["hangup"]
 
@@ -610,12 +609,7 @@ async def test_listen_only_call_control_answer_streams_both_tracks_then_transfer
         event = {"data": {"event_type": "call.initiated", "id": "evt-2", "payload": {
             "call_control_id": call_id, "direction": "incoming", "from": "+15551230001",
             "to": "+15559870002", "state": "parked"}, "record_type": "event"}}
-        body = json.dumps(event).encode()
-        headers = {**_telnyx_headers(body), "Content-Type": "application/json"}
-        async with server.http.post(
-            server.base + "/telnyx?agent=support", data=body, headers=headers
-        ) as resp:
-            assert resp.status == 200
+        assert await _post_telnyx_event(server, "/telnyx?agent=support", event) == 200
         (answer, sent), (transfer, moved) = server.telnyx.calls[call_id]["commands"]
         assert (answer, transfer) == ("answer", "transfer")
         assert sent["stream_track"] == "both_tracks"
